@@ -1,0 +1,143 @@
+"""Sessions for the grafos monorepo. `nox` runs everything except `bench`."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "typecheck", "imports", "tests", "wheels", "demo"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+CORE = ROOT / "packages" / "pipeline-core"
+SCHEDULER = ROOT / "packages" / "scheduler-service"
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+PYTHON = "3.11"
+
+
+def group(name: str) -> list[str]:
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+def install_project(session: nox.Session, *extra: str) -> None:
+    # By path, never by name: an unrelated `pipeline-core` lives on the public index.
+    session.install("-e", str(CORE), "-e", str(SCHEDULER), *extra)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install(*group("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    install_project(session, *group("typecheck"), *group("test"), *group("service-test"))
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def imports(session: nox.Session) -> None:
+    install_project(session, *group("imports"))
+    session.run("lint-imports")
+    # Show that the contract bites: a copy of the core with one bad import must fail.
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "grafos_pipeline"
+        shutil.copytree(CORE / "src" / "grafos_pipeline", copy)
+        (copy / "_smuggled.py").write_text("import attrs  # a third-party import\n")
+        config = Path(tmp) / ".importlinter"
+        config.write_text(
+            "[importlinter]\n"
+            "root_package = grafos_pipeline\n"
+            "include_external_packages = True\n"
+            "[importlinter:contract:core]\n"
+            "name = core is dependency-free\n"
+            "type = forbidden\n"
+            "source_modules = grafos_pipeline\n"
+            "forbidden_modules = attrs\n"
+        )
+        env = {"PYTHONPATH": tmp}
+        with session.chdir(tmp):
+            # The honest copy passes first, so the failure below is the import's fault.
+            (copy / "_smuggled.py").rename(copy / "_smuggled.txt")
+            session.run("lint-imports", "--config", str(config), env=env)
+            (copy / "_smuggled.txt").rename(copy / "_smuggled.py")
+            result = session.run(
+                "lint-imports", "--config", str(config), env=env, success_codes=[1]
+            )
+        session.log(f"lint-imports refused the smuggled import, as it should ({result!r})")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    install_project(session, *group("test"), *group("service-test"))
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def wheels(session: nox.Session) -> None:
+    session.install("build", "uv")
+    dist = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    for package in (CORE, SCHEDULER):
+        session.run("uv", "build", "--wheel", "--out-dir", str(dist), str(package))
+    core_wheel = next(dist.glob("grafos_pipeline-*.whl"))
+    scheduler_wheel = next(dist.glob("grafos_scheduler-*.whl"))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # 1. The core wheel alone, by path and with no index, in a bare environment.
+        bare = Path(tmp) / "bare"
+        session.run("uv", "venv", "--quiet", "--python", sys.executable, str(bare))
+        bare_python = str(bare / "bin" / "python")
+        session.run("uv", "pip", "install", "--python", bare_python, "--no-index", str(core_wheel))
+        session.run(bare_python, str(ROOT / "tests" / "wheel_checks" / "core_alone.py"))
+
+        # 2. The scheduler wheel with the core wheel, by path (its own deps from the index).
+        full = Path(tmp) / "full"
+        session.run("uv", "venv", "--quiet", "--python", sys.executable, str(full))
+        full_python = str(full / "bin" / "python")
+        session.run(
+            "uv", "pip", "install", "--python", full_python, str(core_wheel), str(scheduler_wheel)
+        )
+        session.run(full_python, str(ROOT / "tests" / "wheel_checks" / "scheduler_with_core.py"))
+
+        # 3. The core's own tests against the installed core wheel, from outside the tree.
+        tested = Path(tmp) / "tested"
+        session.run("uv", "venv", "--quiet", "--python", sys.executable, str(tested))
+        tested_python = str(tested / "bin" / "python")
+        session.run(
+            "uv", "pip", "install", "--python", tested_python, str(core_wheel), *group("test")
+        )
+        outside = Path(tmp) / "outside"
+        shutil.copytree(ROOT / "tests" / "pipeline", outside / "tests_pipeline")
+        with session.chdir(outside):
+            session.run(
+                tested_python,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--import-mode=importlib",
+                "-q",
+                "tests_pipeline",
+                env={"GRAFOS_EXPECT_INSTALLED_WHEEL": "1"},
+            )
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    install_project(session)
+    session.run("python", str(ROOT / "examples" / "crash_resume_demo.py"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    install_project(session)
+    env = {"PYTHONPATH": str(ROOT / "benchmarks")}
+    session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs, env=env)

@@ -1,0 +1,39 @@
+"""grafos_pipeline: pipelines of stages with a durable, verified, fenced checkpoint flush.
+
+The dependency-free core of grafos. It defines ``CheckpointFlushObserver``, which a
+scheduler implements to keep a lease non-preemptible while its checkpoint flushes.
+"""
+
+from ._checkpoint import Checkpoint as Checkpoint
+from ._directory_store import DirectoryCheckpointStore as DirectoryCheckpointStore
+from ._errors import CheckpointError as CheckpointError
+from ._errors import CorruptCheckpoint as CorruptCheckpoint
+from ._errors import InvalidCheckpoint as InvalidCheckpoint
+from ._errors import InvalidLeaseId as InvalidLeaseId
+from ._errors import InvalidPipeline as InvalidPipeline
+from ._errors import StaleFencingToken as StaleFencingToken
+from ._observer import CheckpointFlushObserver as CheckpointFlushObserver
+from ._observer import validate_lease_id as validate_lease_id
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import Stage as Stage
+from ._store import CheckpointStore as CheckpointStore
+from ._store import MemoryCheckpointStore as MemoryCheckpointStore
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointFlushObserver",
+    "CheckpointStore",
+    "CorruptCheckpoint",
+    "DirectoryCheckpointStore",
+    "InvalidCheckpoint",
+    "InvalidLeaseId",
+    "InvalidPipeline",
+    "MemoryCheckpointStore",
+    "Pipeline",
+    "Stage",
+    "StaleFencingToken",
+    "validate_lease_id",
+]
+
+__version__ = "0.1.0"

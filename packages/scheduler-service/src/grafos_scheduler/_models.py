@@ -1,0 +1,360 @@
+"""The HTTP API's request and response bodies, and the strict parser for requests.
+
+The wire models are frozen, slotted attrs classes. Their constraints are written once,
+as ``msgspec.Meta`` in ``Annotated`` types: the OpenAPI schema at ``/schema`` shows them,
+and :func:`parse_body` enforces them. Litestar's own decoding ignores unknown fields and
+reports errors in its own shape, so every request body goes through :func:`parse_body`
+first, and every refusal is one :class:`ErrorBody` that names the field.
+
+Lease and ticket ids cross JSON as 32-character lowercase hex strings, because JSON
+numbers lose precision above 2**53. Monotonic scheduler times cannot mean anything to
+another process, so every time is sent twice: as seconds from now (``expires_in``), which
+is exact, and as a UTC wall-clock ISO 8601 string (``expires_at``), which is for people.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import types
+import typing
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+
+import attrs
+from msgspec import Meta
+
+__all__ = [
+    "AcquireRequest",
+    "AcquireResult",
+    "AuditHeadView",
+    "AuditPage",
+    "AuditRecordView",
+    "AuditVerification",
+    "ErrorBody",
+    "FieldError",
+    "Health",
+    "LeaseList",
+    "LeaseStateName",
+    "LeaseView",
+    "PendingPreemptionView",
+    "PreemptRequest",
+    "PreemptionDecisionView",
+    "ReasonName",
+    "RenewRequest",
+    "RenewResult",
+    "TicketView",
+    "format_id",
+    "parse_body",
+    "parse_id",
+]
+
+ID_PATTERN = "^[0-9a-f]{32}$"
+_ID_RE = re.compile(ID_PATTERN)
+# Job and holder names: printable, no spaces, short enough for a log line.
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+# SQLite stores integers as signed 64-bit; anything wider would fail deep in the store.
+INT64_MAX = 2**63 - 1
+MAX_TTL = 86_400.0  # one day: a longer lease is an operator mistake, not a lease
+MAX_SLOTS = 1_000_000
+MAX_CAUSE = 500
+
+LeaseStateName = Literal["active", "released", "expired", "fenced", "preempted"]
+ReasonName = Literal["checkpoint_in_progress", "operator_hold"]
+LeaseIdStr = Annotated[str, Meta(pattern=ID_PATTERN, description="32 lowercase hex digits")]
+JobName = Annotated[str, Meta(pattern=NAME_PATTERN, min_length=1, max_length=128)]
+
+
+def format_id(value: int) -> str:
+    """A 128-bit id as the 32-character lowercase hex string used on the wire."""
+    return f"{value:032x}"
+
+
+def parse_id(text: str, field: str) -> int:
+    """The 128-bit id in ``text``; :class:`FieldError` naming ``field`` otherwise."""
+    if not _ID_RE.fullmatch(text):
+        raise FieldError(field, f"{text!r} is not a 32-character lowercase hex id")
+    return int(text, 16)
+
+
+class FieldError(ValueError):
+    """A request value that the API refuses; ``field`` names it (a dotted path)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@attrs.frozen
+class ErrorBody:
+    """The one shape of every error answer."""
+
+    status: int
+    error: str  # a stable machine-readable code, e.g. "invalid_request", "lease_gone"
+    message: str  # for people; names the offending value
+    field: str | None = None  # the request field at fault, when there is one
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+@attrs.frozen
+class AcquireRequest:
+    """Ask for ``slots`` of capacity for ``job``; the holder is the caller's principal."""
+
+    job: JobName
+    slots: Annotated[int, Meta(ge=1, le=MAX_SLOTS)]
+    ttl: Annotated[float, Meta(gt=0.0, le=MAX_TTL, description="seconds")]
+    priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0
+
+
+@attrs.frozen
+class RenewRequest:
+    """Extend a lease; ``reasons`` replaces the worker's previous in-flight report."""
+
+    fencing_token: Annotated[int, Meta(ge=0, le=INT64_MAX)]
+    reasons: list[ReasonName] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class PreemptRequest:
+    """An operator's request to preempt a lease, with the cause to record."""
+
+    cause: Annotated[str, Meta(min_length=1, max_length=MAX_CAUSE)] = "operator request"
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+@attrs.frozen
+class PendingPreemptionView:
+    """A deferred preemption: why it waits, and the deadline at which it is forced."""
+
+    cause: str
+    reasons: list[ReasonName]
+    requested_at: str  # UTC ISO 8601
+    deadline: str  # UTC ISO 8601
+    deadline_in: float  # seconds from the answer; 0 when already due
+
+
+@attrs.frozen
+class LeaseView:
+    lease_id: LeaseIdStr
+    job: str
+    holder: str
+    priority: int
+    slots: int
+    ttl: float
+    fencing_token: int
+    state: LeaseStateName
+    granted_at: str  # UTC ISO 8601
+    expires_at: str  # UTC ISO 8601
+    expires_in: float  # seconds from the answer; 0 once passed
+    reasons: list[ReasonName]  # in-flight non-preemptible markers
+    pending_preemption: PendingPreemptionView | None = None
+
+
+@attrs.frozen
+class TicketView:
+    ticket_id: LeaseIdStr
+    job: str
+    holder: str
+    priority: int
+    slots: int
+    ttl: float
+    requested_at: str  # UTC ISO 8601
+
+
+@attrs.frozen
+class AcquireResult:
+    """Answer to acquire and to polling a ticket: exactly one of ``lease`` and ``ticket``."""
+
+    status: Literal["granted", "pending"]
+    lease: LeaseView | None = None
+    ticket: TicketView | None = None
+
+
+@attrs.frozen
+class RenewResult:
+    lease_id: LeaseIdStr
+    fencing_token: int
+    expires_at: str  # UTC ISO 8601
+    expires_in: float
+    preemption_requested: bool
+    preemption_cause: str | None = None
+    preemption_deadline: str | None = None  # UTC ISO 8601
+    preemption_deadline_in: float | None = None
+
+
+@attrs.frozen
+class LeaseList:
+    leases: list[LeaseView]
+
+
+@attrs.frozen
+class PreemptionDecisionView:
+    lease_id: LeaseIdStr
+    outcome: Literal["preempted", "deferred", "not_tracked"]
+    cause: str
+    reasons: list[ReasonName]
+    deadline: str | None = None  # UTC ISO 8601, set when deferred
+    deadline_in: float | None = None
+
+
+@attrs.frozen
+class AuditRecordView:
+    seq: int
+    time: str  # UTC ISO 8601
+    kind: str
+    lease_id: str | None
+    job: str | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@attrs.frozen
+class AuditPage:
+    records: list[AuditRecordView]
+    next_after_seq: int | None  # pass as after_seq for the next page; null at the end
+
+
+@attrs.frozen
+class AuditHeadView:
+    seq: int
+    hash: str
+
+
+@attrs.frozen
+class AuditVerification:
+    ok: bool
+    first_bad_seq: int | None
+    records: int
+    head: AuditHeadView
+
+
+@attrs.frozen
+class Health:
+    status: Literal["ok"] = "ok"
+
+
+# ----------------------------------------------------------------------------- parsing
+
+_M = TypeVar("_M")
+
+
+def _refuse_constant(name: str) -> float:
+    raise FieldError(None, f"{name} is not valid JSON")
+
+
+def parse_body(model: type[_M], raw: bytes) -> _M:
+    """Decode ``raw`` JSON into ``model``, refusing unknown fields, wrong types and ranges.
+
+    Raises :class:`FieldError` naming the first field at fault.
+    """
+    if not raw.strip():
+        data: object = {}
+    else:
+        try:
+            data = json.loads(raw, parse_constant=_refuse_constant)
+        except FieldError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            raise FieldError(None, f"the body is not valid JSON: {exc}") from None
+    return _convert(model, data)
+
+
+def _convert(model: type[_M], data: object) -> _M:
+    if not isinstance(data, dict):
+        raise FieldError(None, f"the body must be a JSON object, not {_json_type(data)}")
+    fields = attrs.fields_dict(model)  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            raise FieldError(str(key), f"unknown field {key!r}")
+    hints = typing.get_type_hints(model, include_extras=True)
+    values: dict[str, object] = {}
+    for name, attribute in fields.items():
+        if name not in data:
+            if attribute.default is attrs.NOTHING:
+                raise FieldError(name, f"the field {name!r} is required")
+            continue
+        values[name] = _check(hints[name], data[name], name)
+    return model(**values)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _check(hint: object, value: object, field: str) -> object:
+    """``value`` if it has the type and meets the constraints of ``hint``."""
+    meta: Meta | None = None
+    if get_origin(hint) is Annotated:
+        hint, *extras = get_args(hint)
+        meta = next((m for m in extras if isinstance(m, Meta)), None)
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _check(inner, value, field)
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed or not isinstance(value, str):
+            raise FieldError(field, f"{value!r} is not one of {', '.join(map(str, allowed))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise FieldError(field, f"expected an array, got {_json_type(value)}")
+        (item,) = get_args(hint)
+        return [_check(item, v, f"{field}[{i}]") for i, v in enumerate(value)]
+    if hint is str:
+        if not isinstance(value, str):
+            raise FieldError(field, f"expected a string, got {_json_type(value)}")
+    elif hint is int:
+        # bool is an int in Python, never in the API.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise FieldError(field, f"expected an integer, got {_json_type(value)}")
+    elif hint is float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise FieldError(field, f"expected a number, got {_json_type(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise FieldError(field, f"{value!r} is not a finite number")
+    else:  # pragma: no cover - a model field of a type this parser does not know
+        raise TypeError(f"no parser for {hint!r}")
+    if meta is not None:
+        _check_meta(meta, value, field)
+    return value
+
+
+def _check_meta(meta: Meta, value: object, field: str) -> None:
+    if isinstance(value, int | float):
+        if meta.ge is not None and value < meta.ge:
+            raise FieldError(field, f"{value!r} is below the minimum {meta.ge}")
+        if meta.gt is not None and value <= meta.gt:
+            raise FieldError(field, f"{value!r} must be greater than {meta.gt}")
+        if meta.le is not None and value > meta.le:
+            raise FieldError(field, f"{value!r} is above the maximum {meta.le}")
+    if isinstance(value, str):
+        if meta.min_length is not None and len(value) < meta.min_length:
+            raise FieldError(field, f"{value!r} is shorter than {meta.min_length} characters")
+        if meta.max_length is not None and len(value) > meta.max_length:
+            raise FieldError(field, f"{value[:40]!r}... is longer than {meta.max_length} characters")
+        if meta.pattern is not None and not re.fullmatch(meta.pattern, value):
+            raise FieldError(field, f"{value[:80]!r} does not match {meta.pattern}")

@@ -1,0 +1,73 @@
+"""PreemptionFlushObserver: the scheduler's side of the core's flush observer protocol."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from ._preemption import NonPreemptibleReason, PreemptionManager
+
+_log = logging.getLogger("grafos_scheduler")
+_CHECKPOINT = NonPreemptibleReason.CHECKPOINT_IN_PROGRESS
+
+
+class PreemptionFlushObserver:
+    """Implements ``grafos_pipeline.CheckpointFlushObserver`` on a PreemptionManager.
+
+    ``on_flush_start`` marks the lease CHECKPOINT_IN_PROGRESS; ``on_flush_complete``
+    clears it. For a lease the manager does not track (released, expired, fenced or
+    preempted concurrently, or never granted) it logs a WARNING naming the lease id,
+    counts the miss in :attr:`misses`, and returns. It never raises and never blocks
+    on I/O: a failed notification is a sideband condition, the checkpoint is the
+    source of truth.
+    """
+
+    __slots__ = ("_count_lock", "_manager", "_misses")
+
+    def __init__(self, manager: PreemptionManager) -> None:
+        self._manager = manager
+        self._count_lock = threading.Lock()
+        self._misses = 0
+
+    @property
+    def manager(self) -> PreemptionManager:
+        """The manager this observer marks."""
+        return self._manager
+
+    @property
+    def misses(self) -> int:
+        """Notifications for leases the manager did not track, since construction."""
+        with self._count_lock:
+            return self._misses
+
+    def on_flush_start(self, lease_id: int) -> None:
+        """Mark the lease non-preemptible for the duration of the flush."""
+        try:
+            tracked = self._manager.mark_non_preemptible(lease_id, _CHECKPOINT)
+        except Exception:  # observers must never raise into the flush
+            _log.warning("on_flush_start failed for lease %r", lease_id, exc_info=True)
+            tracked = False
+        if not tracked:
+            self._miss(lease_id, "on_flush_start")
+
+    def on_flush_complete(self, lease_id: int) -> None:
+        """Clear the flush marker; a due preemption is left to the executor."""
+        try:
+            tracked = self._manager.clear_non_preemptible(lease_id, _CHECKPOINT)
+        except Exception:  # observers must never raise into the flush
+            _log.warning("on_flush_complete failed for lease %r", lease_id, exc_info=True)
+            tracked = False
+        if not tracked:
+            self._miss(lease_id, "on_flush_complete")
+
+    def _miss(self, lease_id: int, method: str) -> None:
+        with self._count_lock:
+            self._misses += 1
+        try:
+            shown = f"{lease_id:032x}"
+        except (TypeError, ValueError):
+            shown = repr(lease_id)
+        _log.warning("%s: lease %s is not tracked by the scheduler", method, shown)
+
+    def __repr__(self) -> str:
+        return f"PreemptionFlushObserver(misses={self.misses})"

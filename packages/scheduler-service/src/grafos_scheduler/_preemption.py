@@ -1,0 +1,445 @@
+"""The PreemptionManager: non-preemptible markers, deferred preemption, victim choice.
+
+Pure domain code: no I/O, time from an injected clock. The manager decides; the
+Scheduler carries decisions out against its store, on its own executor thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import heapq
+import math
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+import attrs
+
+from ._clock import Clock
+from ._errors import InvalidRequest
+from ._lease import check_id, check_priority, check_slots
+
+
+class NonPreemptibleReason(enum.Enum):
+    """Why a lease is transiently non-preemptible (advice with a time limit)."""
+
+    CHECKPOINT_IN_PROGRESS = "checkpoint_in_progress"
+    OPERATOR_HOLD = "operator_hold"
+
+
+class PreemptionOutcome(enum.Enum):
+    """What :meth:`PreemptionManager.request_preemption` decided."""
+
+    PREEMPTED = "preempted"  # carried out at once
+    DEFERRED = "deferred"  # marked: carried out on the last clear or forced at the deadline
+    NOT_TRACKED = "not_tracked"  # not an ACTIVE lease
+
+
+def _reasons_converter(value: Iterable[NonPreemptibleReason]) -> frozenset[NonPreemptibleReason]:
+    return frozenset(value)
+
+
+@attrs.frozen
+class PreemptionDecision:
+    """The answer to a preemption request, with what it is waiting for."""
+
+    lease_id: int
+    outcome: PreemptionOutcome
+    cause: str
+    reasons: frozenset[NonPreemptibleReason] = attrs.field(
+        default=frozenset(), converter=_reasons_converter
+    )
+    deadline: float | None = None  # set when DEFERRED
+
+
+@attrs.frozen
+class PendingPreemption:
+    """A deferred preemption: carried out on the last clear, or forced at ``deadline``."""
+
+    lease_id: int
+    cause: str
+    requested_at: float
+    deadline: float
+    reasons: frozenset[NonPreemptibleReason] = attrs.field(converter=_reasons_converter)
+
+
+@attrs.frozen
+class DuePreemption:
+    """A preemption that is due now, handed to the executor by :meth:`take_due`.
+
+    ``forced`` is True when the deadline passed while ``reasons`` still held the lease.
+    """
+
+    lease_id: int
+    cause: str
+    requested_at: float
+    deadline: float
+    forced: bool
+    reasons: frozenset[NonPreemptibleReason] = attrs.field(converter=_reasons_converter)
+
+
+_REASON_BY_KEY = {r.value: r for r in NonPreemptibleReason}
+_CHECKPOINT_KEY = NonPreemptibleReason.CHECKPOINT_IN_PROGRESS.value
+
+
+class _Pending:
+    __slots__ = ("cause", "deadline", "requested_at")
+
+    def __init__(self, cause: str, requested_at: float, deadline: float) -> None:
+        self.cause = cause
+        self.requested_at = requested_at
+        self.deadline = deadline
+
+
+class _Entry:
+    # One tracked lease. Markers are keyed by the reason's value string: an Enum's
+    # __hash__ is a Python function, a str's is cached, and mark/clear is the hot path.
+    __slots__ = ("bucket", "markers", "pending", "priority", "remote", "slots")
+
+    def __init__(self, priority: int, slots: int, bucket: dict[int, None]) -> None:
+        self.priority = priority
+        self.slots = slots
+        self.bucket = bucket
+        self.markers: dict[str, int] = {}
+        self.remote: frozenset[NonPreemptibleReason] = frozenset()
+        self.pending: _Pending | None = None
+
+
+def _reasons_of(entry: _Entry) -> frozenset[NonPreemptibleReason]:
+    return frozenset(_REASON_BY_KEY[k] for k in entry.markers) | entry.remote
+
+
+class PreemptionManager:
+    """Tracks the ACTIVE leases, their non-preemptible markers and pending preemptions.
+
+    - ``mark_non_preemptible``/``clear_non_preemptible`` are O(1), in memory, and never
+      wait on I/O; they count per (lease, reason) and never go below zero.
+    - ``request_preemption`` preempts an unmarked lease at once, or defers a marked one
+      until its last marker clears or ``max_defer`` seconds pass, whichever is first.
+    - A clear never carries a preemption out: it records the lease as ready and sets
+      :attr:`wake`. The executor (:meth:`Scheduler.tick` and its thread) calls
+      :meth:`take_due` and does the work. No method calls back into the scheduler.
+
+    Thread-safe. Lock order: a caller may hold its own lock while calling in; the
+    manager never calls out while holding its lock.
+    """
+
+    def __init__(self, clock: Clock, max_defer: float = 30.0) -> None:
+        if (
+            not isinstance(max_defer, int | float)
+            or isinstance(max_defer, bool)
+            or not math.isfinite(max_defer)
+            or max_defer < 0
+        ):
+            raise InvalidRequest(f"max_defer {max_defer!r} must be a finite number of seconds >= 0")
+        self._clock = clock
+        self._max_defer = float(max_defer)
+        self._lock = threading.Lock()
+        self._tracked: dict[int, _Entry] = {}
+        # Per priority, lease ids in order of their latest completed flush (or grant):
+        # reversed iteration is "least work at risk, then youngest" in O(victims).
+        self._buckets: dict[int, dict[int, None]] = {}
+        self._bucket_slots: dict[int, int] = {}
+        self._pending_slots: dict[int, int] = {}
+        self._priorities: list[int] = []
+        self._ready: deque[int] = deque()
+        self._deadlines: list[tuple[float, int]] = []
+        #: Set whenever a preemption may have become due; the executor waits on it.
+        self.wake = threading.Event()
+
+    @property
+    def max_defer(self) -> float:
+        """The bound, in seconds, on how long markers can defer a preemption."""
+        return self._max_defer
+
+    # -- tracking (called by the scheduler on every grant and every end) ----------------
+
+    def track(self, lease_id: int, priority: int, slots: int) -> None:
+        """Start tracking an ACTIVE lease; it is the youngest of its priority."""
+        check_id(lease_id)
+        check_priority(priority)
+        check_slots(slots)
+        with self._lock:
+            if lease_id in self._tracked:
+                raise InvalidRequest(f"lease {lease_id:032x} is already tracked")
+            bucket = self._buckets.get(priority)
+            if bucket is None:
+                bucket = self._buckets[priority] = {}
+                self._bucket_slots[priority] = 0
+                self._pending_slots[priority] = 0
+                bisect.insort(self._priorities, priority)
+            bucket[lease_id] = None
+            self._bucket_slots[priority] += slots
+            self._tracked[lease_id] = _Entry(priority, slots, bucket)
+
+    def untrack(self, lease_id: int) -> bool:
+        """Stop tracking a lease that ended; drops its markers and pending preemption."""
+        with self._lock:
+            return self._untrack_locked(lease_id) is not None
+
+    def _untrack_locked(self, lease_id: int) -> _Entry | None:
+        entry = self._tracked.pop(lease_id, None)
+        if entry is None:
+            return None
+        p = entry.priority
+        del entry.bucket[lease_id]
+        self._bucket_slots[p] -= entry.slots
+        if entry.pending is not None:
+            self._pending_slots[p] -= entry.slots
+        if not entry.bucket:
+            del self._buckets[p], self._bucket_slots[p], self._pending_slots[p]
+            del self._priorities[bisect.bisect_left(self._priorities, p)]
+        return entry
+
+    def is_tracked(self, lease_id: int) -> bool:
+        """True while the lease is tracked (ACTIVE and not being preempted)."""
+        return lease_id in self._tracked
+
+    def __len__(self) -> int:
+        return len(self._tracked)
+
+    # -- markers (the hot path) ------------------------------------------------------
+
+    def mark_non_preemptible(self, lease_id: int, reason: NonPreemptibleReason) -> bool:
+        """Add one ``reason`` marker to the lease; False if the lease is not tracked."""
+        if type(reason) is not NonPreemptibleReason:
+            raise InvalidRequest(f"{reason!r} is not a NonPreemptibleReason")
+        key = reason._value_
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            if entry is None:
+                return False
+            markers = entry.markers
+            markers[key] = markers.get(key, 0) + 1
+            return True
+
+    def clear_non_preemptible(self, lease_id: int, reason: NonPreemptibleReason) -> bool:
+        """Remove one ``reason`` marker (never below zero); False if not tracked.
+
+        When the last marker of a lease with a pending preemption clears, the lease is
+        queued for the executor and :attr:`wake` is set. Nothing else happens here.
+        """
+        if type(reason) is not NonPreemptibleReason:
+            raise InvalidRequest(f"{reason!r} is not a NonPreemptibleReason")
+        key = reason._value_
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            if entry is None:
+                return False
+            markers = entry.markers
+            count = markers.get(key, 0)
+            if count > 1:
+                markers[key] = count - 1
+            elif count == 1:
+                del markers[key]
+            if key == _CHECKPOINT_KEY:
+                # A completed flush puts this lease last: least work at risk.
+                bucket = entry.bucket
+                del bucket[lease_id]
+                bucket[lease_id] = None
+            if entry.pending is not None and not markers and not entry.remote:
+                self._ready.append(lease_id)
+                self.wake.set()
+            return True
+
+    def marker_count(self, lease_id: int, reason: NonPreemptibleReason) -> int:
+        """How many ``reason`` markers the lease holds now (0 if untracked)."""
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            return 0 if entry is None else entry.markers.get(reason.value, 0)
+
+    def report_reasons(self, lease_id: int, reasons: Iterable[NonPreemptibleReason]) -> bool:
+        """Replace a remote worker's reported in-flight reasons; False if not tracked.
+
+        A reported reason defers preemption exactly like a local marker.
+        """
+        reported = frozenset(reasons)
+        for r in reported:
+            if not isinstance(r, NonPreemptibleReason):
+                raise InvalidRequest(f"{r!r} is not a NonPreemptibleReason")
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            if entry is None:
+                return False
+            entry.remote = reported
+            if entry.pending is not None and not reported and not entry.markers:
+                self._ready.append(lease_id)
+                self.wake.set()
+            return True
+
+    def reasons(self, lease_id: int) -> frozenset[NonPreemptibleReason]:
+        """The reasons holding the lease now: local markers and remote reports."""
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            return frozenset() if entry is None else _reasons_of(entry)
+
+    # -- preemption ------------------------------------------------------------------
+
+    def request_preemption(self, lease_id: int, cause: str) -> PreemptionDecision:
+        """Decide a preemption: PREEMPTED now, DEFERRED, or NOT_TRACKED.
+
+        PREEMPTED stops tracking the lease at once (later markers return False); the
+        caller must carry the preemption out. A lease that is already pending keeps its
+        original deadline and cause.
+        """
+        now = self._clock.monotonic()
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            if entry is None:
+                return PreemptionDecision(lease_id, PreemptionOutcome.NOT_TRACKED, cause)
+            if entry.pending is not None:
+                return PreemptionDecision(
+                    lease_id,
+                    PreemptionOutcome.DEFERRED,
+                    entry.pending.cause,
+                    _reasons_of(entry),
+                    entry.pending.deadline,
+                )
+            if not entry.markers and not entry.remote:
+                self._untrack_locked(lease_id)
+                return PreemptionDecision(lease_id, PreemptionOutcome.PREEMPTED, cause)
+            deadline = now + self._max_defer
+            self._set_pending_locked(lease_id, entry, _Pending(cause, now, deadline))
+            return PreemptionDecision(
+                lease_id, PreemptionOutcome.DEFERRED, cause, _reasons_of(entry), deadline
+            )
+
+    def _set_pending_locked(self, lease_id: int, entry: _Entry, pending: _Pending) -> None:
+        entry.pending = pending
+        self._pending_slots[entry.priority] += entry.slots
+        heapq.heappush(self._deadlines, (pending.deadline, lease_id))
+        self.wake.set()  # the executor's sleep must now end by this deadline
+
+    def restore_pending(
+        self, lease_id: int, cause: str, requested_at: float, deadline: float
+    ) -> bool:
+        """Re-register a pending preemption read back from the store after a restart.
+
+        Markers do not survive a restart, so the lease is queued as ready at once.
+        """
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            if entry is None:
+                return False
+            if entry.pending is None:
+                self._set_pending_locked(lease_id, entry, _Pending(cause, requested_at, deadline))
+            if not entry.markers and not entry.remote:
+                self._ready.append(lease_id)
+            return True
+
+    def cancel_pending(self, lease_id: int) -> bool:
+        """Forget a pending preemption (when the caller could not record it)."""
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            if entry is None or entry.pending is None:
+                return False
+            entry.pending = None
+            self._pending_slots[entry.priority] -= entry.slots
+            return True
+
+    def pending(self, lease_id: int) -> PendingPreemption | None:
+        """The lease's pending preemption, or None."""
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            if entry is None or entry.pending is None:
+                return None
+            p = entry.pending
+            return PendingPreemption(lease_id, p.cause, p.requested_at, p.deadline, _reasons_of(entry))
+
+    def pending_slots(self) -> int:
+        """Slots held by leases whose preemption is pending: they will free soon."""
+        with self._lock:
+            return sum(self._pending_slots.values())
+
+    def next_deadline(self) -> float | None:
+        """The earliest pending deadline, or None; the executor sleeps until then."""
+        with self._lock:
+            heap = self._deadlines
+            while heap:
+                deadline, lease_id = heap[0]
+                entry = self._tracked.get(lease_id)
+                if entry is not None and entry.pending is not None:
+                    if entry.pending.deadline == deadline:
+                        return deadline
+                heapq.heappop(heap)
+            return None
+
+    def take_due(self) -> list[DuePreemption]:
+        """Hand over every preemption due now, and stop tracking those leases.
+
+        Due means: the last marker cleared (carried out), or the deadline passed while
+        still marked (forced). A lease re-marked before the executor got to it waits on.
+        """
+        now = self._clock.monotonic()
+        due: list[DuePreemption] = []
+        with self._lock:
+            ready = self._ready
+            while ready:
+                lease_id = ready.popleft()
+                entry = self._tracked.get(lease_id)
+                if entry is None or entry.pending is None or entry.markers or entry.remote:
+                    continue
+                due.append(self._take_locked(lease_id, entry, forced=False))
+            heap = self._deadlines
+            while heap and heap[0][0] <= now:
+                deadline, lease_id = heapq.heappop(heap)
+                entry = self._tracked.get(lease_id)
+                if entry is None or entry.pending is None or entry.pending.deadline != deadline:
+                    continue
+                forced = bool(entry.markers) or bool(entry.remote)
+                due.append(self._take_locked(lease_id, entry, forced=forced))
+        return due
+
+    def _take_locked(self, lease_id: int, entry: _Entry, *, forced: bool) -> DuePreemption:
+        pending = entry.pending
+        assert pending is not None
+        reasons = _reasons_of(entry)
+        self._untrack_locked(lease_id)
+        return DuePreemption(
+            lease_id, pending.cause, pending.requested_at, pending.deadline, forced, reasons
+        )
+
+    # -- victim choice ---------------------------------------------------------------
+
+    def select_victims(self, slots: int, priority: int) -> list[int]:
+        """Choose a minimal set of leases whose preemption frees ``slots`` for ``priority``.
+
+        Only leases below ``priority`` that are not already pending preemption count.
+        Order of preference: preemptible now before deferred; then the lowest
+        priority; then the least work at risk (most recent completed flush, or grant);
+        then the youngest. Returns [] when the eligible leases cannot free enough:
+        preempting some of them would not help. O(victims scanned), not O(leases).
+        """
+        if slots <= 0:
+            return []
+        with self._lock:
+            below = self._priorities[: bisect.bisect_left(self._priorities, priority)]
+            eligible = sum(self._bucket_slots[p] - self._pending_slots[p] for p in below)
+            if eligible < slots:
+                return []
+            chosen: list[tuple[int, int]] = []
+            freed = 0
+            tracked = self._tracked
+            for want_marked in (False, True):
+                for p in below:
+                    for lease_id in reversed(self._buckets[p]):
+                        entry = tracked[lease_id]
+                        if entry.pending is not None:
+                            continue
+                        if (bool(entry.markers) or bool(entry.remote)) is not want_marked:
+                            continue
+                        chosen.append((lease_id, entry.slots))
+                        freed += entry.slots
+                        if freed >= slots:
+                            break
+                    if freed >= slots:
+                        break
+                if freed >= slots:
+                    break
+        # Minimal: drop any victim the others already cover, least preferred first.
+        for i in range(len(chosen) - 1, -1, -1):
+            if freed - chosen[i][1] >= slots:
+                freed -= chosen[i][1]
+                del chosen[i]
+        return [lease_id for lease_id, _ in chosen]

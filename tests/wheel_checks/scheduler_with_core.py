@@ -1,0 +1,18 @@
+"""Run inside an environment holding the scheduler wheel and the core wheel."""
+
+from __future__ import annotations
+
+import sys
+
+import grafos_pipeline
+import grafos_scheduler
+
+for module in (grafos_pipeline, grafos_scheduler):
+    if "site-packages" not in (module.__file__ or ""):
+        print(f"{module.__name__} imported from {module.__file__}, not site-packages")
+        sys.exit(1)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    if missing:
+        print(f"{module.__name__}.__all__ names missing attributes: {missing}")
+        sys.exit(1)
+print(f"scheduler wheel with core: ok ({len(grafos_scheduler.__all__)} scheduler names)")
