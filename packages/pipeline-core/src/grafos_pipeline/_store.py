@@ -54,6 +54,9 @@ class MemoryCheckpointStore:
         self._checkpoints: dict[str, list[Checkpoint]] = {}
         self._highest: dict[str, int] = {}
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
     def commit(self, checkpoint: Checkpoint) -> None:
         if not isinstance(checkpoint, Checkpoint):
             raise InvalidCheckpoint(f"{checkpoint!r} is not a Checkpoint")
