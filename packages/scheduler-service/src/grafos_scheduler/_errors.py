@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 
-def _hex(lease_id: int) -> str:
+def _hex(lease_id: object) -> str:
     # Lease and ticket ids cross JSON as 32-character hex; errors use the same form.
-    if isinstance(lease_id, int) and not isinstance(lease_id, bool) and 0 <= lease_id < 2**128:
+    if type(lease_id) is int and 0 <= lease_id < 2**128:
         return f"{lease_id:032x}"
     return repr(lease_id)
 
@@ -21,7 +21,7 @@ class InvalidRequest(SchedulerError, ValueError):
 class UnknownLease(SchedulerError):
     """No lease with this id was ever granted by this scheduler."""
 
-    def __init__(self, lease_id: int) -> None:
+    def __init__(self, lease_id: object) -> None:
         self.lease_id = lease_id
         super().__init__(f"unknown lease {_hex(lease_id)}")
 
@@ -29,7 +29,7 @@ class UnknownLease(SchedulerError):
 class UnknownTicket(SchedulerError):
     """No pending or granted ticket has this id."""
 
-    def __init__(self, ticket_id: int) -> None:
+    def __init__(self, ticket_id: object) -> None:
         self.ticket_id = ticket_id
         super().__init__(f"unknown ticket {_hex(ticket_id)}")
 

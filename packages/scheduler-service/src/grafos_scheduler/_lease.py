@@ -68,6 +68,33 @@ def check_name(value: object, what: str) -> str:
     return value
 
 
+def check_count(value: object, what: str, low: int, high: int | None = None) -> int:
+    """Return an int in [low, high], else raise InvalidRequest naming ``what``."""
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bound = f"of at least {low}" if high is None else f"from {low} to {high}"
+        raise InvalidRequest(f"{what} {value!r} must be an integer {bound}")
+    return value
+
+
+def check_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
+    """Return a finite number of seconds above 0 (or >= 0), else raise InvalidRequest."""
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        limit = ">= 0" if allow_zero else "above 0"
+        raise InvalidRequest(f"{what} {value!r} must be a finite number of seconds {limit}")
+    return float(value)
+
+
 def check_priority(value: object) -> int:
     """Return an int priority (higher wins), else raise InvalidRequest."""
     if not isinstance(value, int) or isinstance(value, bool):
@@ -77,21 +104,12 @@ def check_priority(value: object) -> int:
 
 def check_slots(value: object) -> int:
     """Return an int of at least 1, else raise InvalidRequest."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidRequest(f"slots {value!r} must be an integer of at least 1")
-    return value
+    return check_count(value, "slots", 1)
 
 
 def check_ttl(value: object) -> float:
     """Return a finite, positive number of seconds, else raise InvalidRequest."""
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidRequest(f"ttl {value!r} must be a finite number of seconds above 0")
-    return float(value)
+    return check_seconds(value, "ttl")
 
 
 # attrs validators: each delegates to the checker above so the message is the same
@@ -122,12 +140,12 @@ def _v_ttl(_inst: object, _attr: attrs.Attribute[float], value: float) -> None:
     check_ttl(value)
 
 
-def _v_token(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+def _v_token(_inst: object, _attr: attrs.Attribute[int], value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidRequest(f"fencing token {value!r} must be an integer of at least 1")
 
 
-def _v_time(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+def _v_time(_inst: object, attr: attrs.Attribute[float], value: object) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise InvalidRequest(f"{attr.name} {value!r} is not a finite time")
 

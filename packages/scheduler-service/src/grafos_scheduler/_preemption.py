@@ -9,7 +9,6 @@ from __future__ import annotations
 import bisect
 import enum
 import heapq
-import math
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -18,7 +17,7 @@ import attrs
 
 from ._clock import Clock
 from ._errors import InvalidRequest
-from ._lease import check_id, check_priority, check_slots
+from ._lease import check_id, check_priority, check_seconds, check_slots
 
 
 class NonPreemptibleReason(enum.Enum):
@@ -126,15 +125,8 @@ class PreemptionManager:
     """
 
     def __init__(self, clock: Clock, max_defer: float = 30.0) -> None:
-        if (
-            not isinstance(max_defer, int | float)
-            or isinstance(max_defer, bool)
-            or not math.isfinite(max_defer)
-            or max_defer < 0
-        ):
-            raise InvalidRequest(f"max_defer {max_defer!r} must be a finite number of seconds >= 0")
         self._clock = clock
-        self._max_defer = float(max_defer)
+        self._max_defer = check_seconds(max_defer, "max_defer", allow_zero=True)
         self._lock = threading.Lock()
         self._tracked: dict[int, _Entry] = {}
         # Per priority, lease ids in order of their latest completed flush (or grant):
@@ -345,7 +337,9 @@ class PreemptionManager:
             if entry is None or entry.pending is None:
                 return None
             p = entry.pending
-            return PendingPreemption(lease_id, p.cause, p.requested_at, p.deadline, _reasons_of(entry))
+            return PendingPreemption(
+                lease_id, p.cause, p.requested_at, p.deadline, _reasons_of(entry)
+            )
 
     def pending_slots(self) -> int:
         """Slots held by leases whose preemption is pending: they will free soon."""
@@ -359,9 +353,9 @@ class PreemptionManager:
             while heap:
                 deadline, lease_id = heap[0]
                 entry = self._tracked.get(lease_id)
-                if entry is not None and entry.pending is not None:
-                    if entry.pending.deadline == deadline:
-                        return deadline
+                pending = None if entry is None else entry.pending
+                if pending is not None and pending.deadline == deadline:
+                    return deadline
                 heapq.heappop(heap)
             return None
 

@@ -1,0 +1,455 @@
+"""SqliteStore: the embedded default SchedulerStore, on the standard library's sqlite3."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from ._audit import GENESIS_HASH, AuditKind, AuditRecord, make_record
+from ._errors import SchedulerError
+from ._lease import LeaseState, id_from_hex, id_hex
+from ._store import LeaseRow, TicketRow
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    lease_id TEXT PRIMARY KEY,
+    ticket_id TEXT UNIQUE,
+    job TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    slots INTEGER NOT NULL,
+    ttl REAL NOT NULL,
+    fencing_token INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    granted_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    granted_wall REAL NOT NULL,
+    expires_wall REAL NOT NULL,
+    ended_wall REAL,
+    preempt_cause TEXT,
+    preempt_requested_wall REAL,
+    preempt_deadline_wall REAL
+);
+CREATE INDEX IF NOT EXISTS leases_by_state ON leases (state);
+-- Belt and braces for "at most one ACTIVE lease per job".
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_lease_per_job ON leases (job) WHERE state = 'active';
+CREATE TABLE IF NOT EXISTS fencing_tokens (
+    job TEXT PRIMARY KEY,
+    last_token INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tickets (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    ticket_id TEXT NOT NULL UNIQUE,
+    job TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    slots INTEGER NOT NULL,
+    ttl REAL NOT NULL,
+    epoch TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    requested_wall REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    lease_id TEXT,
+    job TEXT,
+    data TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+"""
+
+_LEASE_COLUMNS = (
+    "lease_id, ticket_id, job, holder, priority, slots, ttl, fencing_token, state, epoch, "
+    "granted_at, expires_at, granted_wall, expires_wall, ended_wall, preempt_cause, "
+    "preempt_requested_wall, preempt_deadline_wall"
+)
+_TICKET_COLUMNS = (
+    "position, ticket_id, job, holder, priority, slots, ttl, epoch, requested_at, requested_wall"
+)
+_AUDIT_COLUMNS = "seq, time, kind, lease_id, job, data, prev_hash, hash"
+
+
+def _sql(template: str) -> str:
+    # Only module constants are substituted, never a caller's value.
+    return template.format(
+        lease=_LEASE_COLUMNS,
+        ticket=_TICKET_COLUMNS,
+        audit=_AUDIT_COLUMNS,
+        lease_marks=", ".join("?" * 18),
+    )
+
+
+_INSERT_LEASE = _sql("INSERT INTO leases ({lease}) VALUES ({lease_marks})")
+_SELECT_ACTIVE = _sql("SELECT {lease} FROM leases WHERE state = 'active' ORDER BY granted_wall")
+_SELECT_TICKETS = _sql("SELECT {ticket} FROM tickets ORDER BY priority DESC, position")
+_INSERT_AUDIT = _sql("INSERT INTO audit ({audit}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_SELECT_LEASE = _sql("SELECT {lease} FROM leases WHERE lease_id = ?")
+_SELECT_LEASE_OF_TICKET = _sql("SELECT {lease} FROM leases WHERE ticket_id = ?")
+_SELECT_LEASES = _sql("SELECT {lease} FROM leases ORDER BY granted_wall, rowid")
+_SELECT_LEASES_IN = _sql("SELECT {lease} FROM leases WHERE state = ? ORDER BY granted_wall, rowid")
+_SELECT_AUDIT = _sql("SELECT {audit} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+
+
+class StoreClosed(SchedulerError):
+    """The store was closed."""
+
+
+def _lease_params(row: LeaseRow) -> tuple[Any, ...]:
+    return (
+        id_hex(row.lease_id),
+        None if row.ticket_id is None else id_hex(row.ticket_id),
+        row.job,
+        row.holder,
+        row.priority,
+        row.slots,
+        row.ttl,
+        row.fencing_token,
+        row.state.value,
+        row.epoch,
+        row.granted_at,
+        row.expires_at,
+        row.granted_wall,
+        row.expires_wall,
+        row.ended_wall,
+        row.preempt_cause,
+        row.preempt_requested_wall,
+        row.preempt_deadline_wall,
+    )
+
+
+def _lease_row(r: tuple[Any, ...]) -> LeaseRow:
+    return LeaseRow(
+        lease_id=id_from_hex(r[0]),
+        ticket_id=None if r[1] is None else id_from_hex(r[1]),
+        job=r[2],
+        holder=r[3],
+        priority=r[4],
+        slots=r[5],
+        ttl=r[6],
+        fencing_token=r[7],
+        state=LeaseState(r[8]),
+        epoch=r[9],
+        granted_at=r[10],
+        expires_at=r[11],
+        granted_wall=r[12],
+        expires_wall=r[13],
+        ended_wall=r[14],
+        preempt_cause=r[15],
+        preempt_requested_wall=r[16],
+        preempt_deadline_wall=r[17],
+    )
+
+
+def _ticket_row(r: tuple[Any, ...]) -> TicketRow:
+    return TicketRow(
+        position=r[0],
+        ticket_id=id_from_hex(r[1]),
+        job=r[2],
+        holder=r[3],
+        priority=r[4],
+        slots=r[5],
+        ttl=r[6],
+        epoch=r[7],
+        requested_at=r[8],
+        requested_wall=r[9],
+    )
+
+
+def _audit_record(r: tuple[Any, ...]) -> AuditRecord:
+    # A tampered row must still come back as a record, so verify() can name its seq.
+    try:
+        data = json.loads(r[5])
+        if not isinstance(data, dict):
+            data = {"unparseable": r[5]}
+    except (TypeError, ValueError):
+        data = {"unparseable": r[5]}
+    try:
+        lease_id = None if r[3] is None else id_from_hex(str(r[3]))
+    except ValueError:
+        lease_id = None
+        data = {"unparseable_lease_id": str(r[3]), "data": data}
+    return AuditRecord(r[0], r[1], str(r[2]), lease_id, r[4], data, str(r[6]), str(r[7]))
+
+
+def _canonical_data(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+class _SqliteTransaction:
+    """StoreTransaction on one connection, valid only inside its ``with`` block."""
+
+    __slots__ = ("_conn", "open")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.open = True
+
+    def _c(self) -> sqlite3.Connection:
+        if not self.open:
+            raise SchedulerError("this store transaction has already ended")
+        return self._conn
+
+    def id_in_use(self, value: int) -> bool:
+        key = id_hex(value)
+        row = (
+            self._c()
+            .execute(
+                "SELECT 1 FROM leases WHERE lease_id = ?1 OR ticket_id = ?1 "
+                "UNION ALL SELECT 1 FROM tickets WHERE ticket_id = ?1 LIMIT 1",
+                (key,),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def mint_fencing_token(self, job: str) -> int:
+        conn = self._c()
+        conn.execute(
+            "INSERT INTO fencing_tokens (job, last_token) VALUES (?, 1) "
+            "ON CONFLICT (job) DO UPDATE SET last_token = last_token + 1",
+            (job,),
+        )
+        row = conn.execute("SELECT last_token FROM fencing_tokens WHERE job = ?", (job,)).fetchone()
+        return int(row[0])
+
+    def insert_lease(self, row: LeaseRow) -> None:
+        self._c().execute(
+            _INSERT_LEASE,
+            _lease_params(row),
+        )
+
+    def update_lease(self, row: LeaseRow) -> None:
+        params = _lease_params(row)
+        cur = self._c().execute(
+            "UPDATE leases SET ticket_id = ?, job = ?, holder = ?, priority = ?, slots = ?, "
+            "ttl = ?, fencing_token = ?, state = ?, epoch = ?, granted_at = ?, expires_at = ?, "
+            "granted_wall = ?, expires_wall = ?, ended_wall = ?, preempt_cause = ?, "
+            "preempt_requested_wall = ?, preempt_deadline_wall = ? WHERE lease_id = ?",
+            (*params[1:], params[0]),
+        )
+        if cur.rowcount != 1:
+            raise SchedulerError(f"lease {params[0]} is not in the store")
+
+    def insert_ticket(self, row: TicketRow) -> TicketRow:
+        cur = self._c().execute(
+            "INSERT INTO tickets (ticket_id, job, holder, priority, slots, ttl, epoch, "
+            "requested_at, requested_wall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                id_hex(row.ticket_id),
+                row.job,
+                row.holder,
+                row.priority,
+                row.slots,
+                row.ttl,
+                row.epoch,
+                row.requested_at,
+                row.requested_wall,
+            ),
+        )
+        assert cur.lastrowid is not None
+        return TicketRow(
+            ticket_id=row.ticket_id,
+            job=row.job,
+            holder=row.holder,
+            priority=row.priority,
+            slots=row.slots,
+            ttl=row.ttl,
+            epoch=row.epoch,
+            requested_at=row.requested_at,
+            requested_wall=row.requested_wall,
+            position=cur.lastrowid,
+        )
+
+    def delete_ticket(self, ticket_id: int) -> None:
+        self._c().execute("DELETE FROM tickets WHERE ticket_id = ?", (id_hex(ticket_id),))
+
+    def active_leases(self) -> list[LeaseRow]:
+        rows = self._c().execute(_SELECT_ACTIVE).fetchall()
+        return [_lease_row(r) for r in rows]
+
+    def tickets(self) -> list[TicketRow]:
+        rows = self._c().execute(_SELECT_TICKETS).fetchall()
+        return [_ticket_row(r) for r in rows]
+
+    def append_audit(
+        self,
+        *,
+        time: float,
+        kind: AuditKind,
+        lease_id: int | None,
+        job: str | None,
+        data: Mapping[str, Any],
+    ) -> AuditRecord:
+        conn = self._c()
+        head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        prev_seq, prev_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
+        record = make_record(
+            prev_seq, prev_hash, time=time, kind=kind, lease_id=lease_id, job=job, data=data
+        )
+        conn.execute(
+            _INSERT_AUDIT,
+            (
+                record.seq,
+                record.time,
+                record.kind,
+                None if lease_id is None else id_hex(lease_id),
+                job,
+                _canonical_data(record.data),
+                record.prev_hash,
+                record.hash,
+            ),
+        )
+        return record
+
+
+class SqliteStore:
+    """The embedded SchedulerStore: one SQLite file in WAL mode.
+
+    Writes run in ``BEGIN IMMEDIATE`` transactions with ``synchronous=FULL``, so a
+    committed grant survives power loss, and with a busy timeout, so another
+    connection holding the write lock delays rather than fails a write. One
+    connection is shared under a lock, which makes the store thread-safe. Pass
+    ``":memory:"`` for a throwaway store (nothing survives ``close()``).
+
+    One scheduler process per file: the scheduler keeps the ACTIVE leases in memory.
+    Several replicas need a store with row locks (PostgreSQL).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self._path = os.fspath(path)
+        self._lock = threading.RLock()
+        self._in_transaction = False
+        conn = sqlite3.connect(
+            self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: the WAL is fsynced at every commit; an acknowledged grant is durable.
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                )
+            elif row[0] != SCHEMA_VERSION:
+                raise SchedulerError(
+                    f"store {self._path!r} has schema version {row[0]!r}, expected {SCHEMA_VERSION}"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
+            raise StoreClosed(f"store {self._path!r} is closed")
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SqliteTransaction]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolls back on any exception."""
+        with self._lock:
+            conn = self._connection()
+            if self._in_transaction:
+                raise SchedulerError(f"store {self._path!r}: transactions do not nest")
+            conn.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
+            txn = _SqliteTransaction(conn)
+            try:
+                yield txn
+            except BaseException:
+                txn.open = False
+                self._in_transaction = False
+                conn.execute("ROLLBACK")
+                raise
+            txn.open = False
+            self._in_transaction = False
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._connection().execute(sql, params).fetchall()
+
+    def get_lease(self, lease_id: int) -> LeaseRow | None:
+        """The lease row, or None."""
+        rows = self._query(_SELECT_LEASE, (id_hex(lease_id),))
+        return _lease_row(rows[0]) if rows else None
+
+    def lease_for_ticket(self, ticket_id: int) -> LeaseRow | None:
+        """The lease a ticket became, or None."""
+        rows = self._query(_SELECT_LEASE_OF_TICKET, (id_hex(ticket_id),))
+        return _lease_row(rows[0]) if rows else None
+
+    def list_leases(self, state: LeaseState | None = None) -> list[LeaseRow]:
+        """Lease rows, optionally of one state, oldest grant first."""
+        if state is None:
+            rows = self._query(_SELECT_LEASES)
+        else:
+            rows = self._query(
+                _SELECT_LEASES_IN,
+                (state.value,),
+            )
+        return [_lease_row(r) for r in rows]
+
+    def audit_records(self, after_seq: int = 0, limit: int = 100) -> list[AuditRecord]:
+        """Records with seq > ``after_seq`` in seq order, at most ``limit``."""
+        rows = self._query(
+            _SELECT_AUDIT,
+            (after_seq, limit),
+        )
+        return [_audit_record(r) for r in rows]
+
+    def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last record; (0, GENESIS_HASH) when empty."""
+        rows = self._query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        return (0, GENESIS_HASH) if not rows else (int(rows[0][0]), str(rows[0][1]))
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self._path!r})"
