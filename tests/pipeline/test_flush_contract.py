@@ -285,8 +285,8 @@ def _calls_to(method: str) -> list[str]:
 
 def test_one_guard_pairs_start_and_complete() -> None:
     # Exactly one call site for each notification: no cleanup repeated per error path.
-    assert _calls_to("on_flush_start") == ["_observer.py"]
-    assert _calls_to("on_flush_complete") == ["_observer.py"]
+    assert _calls_to("on_flush_start") == ["_pipeline.py"]
+    assert _calls_to("on_flush_complete") == ["_pipeline.py"]
 
 
 # -- 5. a raising observer is logged once and changes nothing else --------------------

@@ -118,8 +118,9 @@ class DirectoryCheckpointStore:
             # fsync the directory, or the rename may not survive a crash.
             self._fsync_directory()
             self._verified.add(final)
+            # A set: the new file may have replaced a corrupt one of the same name.
             fresh = (checkpoint.sequence, checkpoint.fencing_token, final)
-            self._retain(pipeline, sorted([fresh, *listing.checkpoints], reverse=True))
+            self._retain(pipeline, sorted({fresh, *listing.checkpoints}, reverse=True))
 
     def latest(self, pipeline: str) -> Checkpoint | None:
         check_pipeline_name(pipeline)
@@ -276,6 +277,8 @@ class DirectoryCheckpointStore:
                     "which does not match its file name"
                 )
         except CorruptCheckpoint as exc:
+            # Files can rot after we wrote or read them: stop trusting this one.
+            self._verified.discard(name)
             logger.error("skipping checkpoint that fails verification: %s", exc)
             return None
         self._verified.add(name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from ._errors import InvalidLeaseId
@@ -67,47 +66,7 @@ def validate_lease_id(value: object) -> int:
     return value
 
 
-class FlushNotification:
-    """The one guard that pairs ``on_flush_start`` with ``on_flush_complete``.
-
-    Entering calls start; leaving calls complete, whatever ended the block. The
-    observer and lease id are bound at construction, so re-wiring the pipeline during
-    the flush cannot split a pair.
-    """
-
-    __slots__ = ("_lease_id", "_observer")
-
-    def __init__(self, observer: CheckpointFlushObserver, lease_id: int) -> None:
-        self._observer = observer
-        self._lease_id = lease_id
-
-    def __enter__(self) -> None:
-        try:
-            self._observer.on_flush_start(self._lease_id)
-        except Exception:
-            _log_observer_failure(self._lease_id, "on_flush_start")
-        except BaseException:
-            # A KeyboardInterrupt inside start: the body will not run, but the
-            # observer may already have marked the lease, so still pair it.
-            self._complete()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._complete()
-
-    def _complete(self) -> None:
-        try:
-            self._observer.on_flush_complete(self._lease_id)
-        except Exception:
-            _log_observer_failure(self._lease_id, "on_flush_complete")
-
-
-def _log_observer_failure(lease_id: int, method: str) -> None:
+def log_observer_failure(lease_id: int, method: str) -> None:
     logger.warning(
         "checkpoint flush observer raised in %s for lease id %d; ignored",
         method,

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._checkpoint import Checkpoint
 from ._errors import CheckpointError, InvalidCheckpoint, InvalidPipeline
-from ._observer import CheckpointFlushObserver, FlushNotification, validate_lease_id
+from ._observer import CheckpointFlushObserver, log_observer_failure, validate_lease_id
 from ._store import CheckpointStore
 
 
@@ -178,8 +178,19 @@ class Pipeline:
         observer, lease_id = self._wiring
         if observer is None or lease_id is None:
             return self._flush(lease_id)
-        with FlushNotification(observer, lease_id):
+        # The one guard that pairs the notifications: start inside the try, so even an
+        # interrupt raised in on_flush_start is followed by its on_flush_complete.
+        try:
+            try:
+                observer.on_flush_start(lease_id)
+            except Exception:
+                log_observer_failure(lease_id, "on_flush_start")
             return self._flush(lease_id)
+        finally:
+            try:
+                observer.on_flush_complete(lease_id)
+            except Exception:
+                log_observer_failure(lease_id, "on_flush_complete")
 
     def _flush(self, lease_id: int | None) -> Checkpoint:
         with self._lock:
