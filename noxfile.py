@@ -142,7 +142,8 @@ def wheels(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     install_project(session)
-    session.run("python", str(ROOT / "examples" / "crash_resume_demo.py"), *session.posargs)
+    # The end-to-end run: service, worker processes, preemption, resume, verification.
+    session.run("grafos-scheduler", "demo", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -3,10 +3,28 @@
 Import everything from here; the ``_modules`` are private.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._agent import RunOutcome as RunOutcome
+from ._agent import RunResult as RunResult
+from ._agent import WorkerAgent as WorkerAgent
 from ._audit import AuditKind as AuditKind
 from ._audit import AuditLog as AuditLog
 from ._audit import AuditRecord as AuditRecord
 from ._audit import AuditVerification as AuditVerification
+from ._auth import Principal as Principal
+from ._auth import TokenConfig as TokenConfig
+from ._auth import TokenConfigError as TokenConfigError
+from ._client import AuthenticationFailed as AuthenticationFailed
+from ._client import LeaseGone as LeaseGone
+from ._client import NotFound as NotFound
+from ._client import PermissionDenied as PermissionDenied
+from ._client import RequestRejected as RequestRejected
+from ._client import SchedulerClient as SchedulerClient
+from ._client import ServiceError as ServiceError
+from ._client import ServiceUnavailable as ServiceUnavailable
+from ._client import TokenConflict as TokenConflict
 from ._clock import Clock as Clock
 from ._clock import ManualClock as ManualClock
 from ._clock import SystemClock as SystemClock
@@ -37,11 +55,36 @@ from ._store import SchedulerStore as SchedulerStore
 from ._store import StoreTransaction as StoreTransaction
 from ._store import TicketRow as TicketRow
 
+if TYPE_CHECKING:
+    from ._http import BackgroundServer as BackgroundServer
+    from ._http import create_app as create_app
+    from ._metrics import SchedulerMetrics as SchedulerMetrics
+
+# The HTTP server and metrics pull in Litestar, uvicorn and prometheus-client;
+# workers that only need SchedulerClient should not pay for importing them.
+_LAZY = {
+    "BackgroundServer": "._http",
+    "create_app": "._http",
+    "SchedulerMetrics": "._metrics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grafos_scheduler' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "AuditKind",
     "AuditLog",
     "AuditRecord",
     "AuditVerification",
+    "AuthenticationFailed",
+    "BackgroundServer",
     "CapacityExceeded",
     "Clock",
     "DuePreemption",
@@ -50,25 +93,41 @@ __all__ = [
     "JobAlreadyLeased",
     "Lease",
     "LeaseExpired",
+    "LeaseGone",
     "LeaseNotActive",
     "LeaseRow",
     "LeaseState",
     "ManualClock",
     "NonPreemptibleReason",
+    "NotFound",
     "PendingPreemption",
+    "PermissionDenied",
     "PreemptionDecision",
     "PreemptionFlushObserver",
     "PreemptionManager",
     "PreemptionOutcome",
+    "Principal",
+    "RequestRejected",
+    "RunOutcome",
+    "RunResult",
     "Scheduler",
+    "SchedulerClient",
     "SchedulerError",
+    "SchedulerMetrics",
     "SchedulerStore",
+    "ServiceError",
+    "ServiceUnavailable",
     "SqliteStore",
     "StoreClosed",
     "StoreTransaction",
     "SystemClock",
     "Ticket",
     "TicketRow",
+    "TokenConfig",
+    "TokenConfigError",
+    "TokenConflict",
     "UnknownLease",
     "UnknownTicket",
+    "WorkerAgent",
+    "create_app",
 ]

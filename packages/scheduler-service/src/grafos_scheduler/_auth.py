@@ -24,6 +24,8 @@ from pathlib import Path
 
 import attrs
 
+from ._errors import SchedulerError
+
 __all__ = [
     "ADMIN",
     "Principal",
@@ -36,7 +38,7 @@ MIN_TOKEN_LENGTH = 16
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 
 
-class TokenConfigError(ValueError):
+class TokenConfigError(SchedulerError, ValueError):
     """The token file is missing, unreadable or malformed (the message never holds a token)."""
 
 
@@ -52,12 +54,16 @@ class Principal:
         return self.is_admin or self.name == holder
 
 
+def _as_dict(mapping: Mapping[str, str]) -> dict[str, str]:
+    return dict(mapping)  # a private copy: the caller's dict cannot change our tokens
+
+
 @attrs.frozen(repr=False)
 class TokenConfig:
     """The admin token and the worker tokens by name."""
 
     admin_token: str
-    worker_tokens: Mapping[str, str] = attrs.field(converter=lambda m: dict(m))
+    worker_tokens: Mapping[str, str] = attrs.field(converter=_as_dict)
     # Pre-encoded for hmac.compare_digest, which refuses non-ASCII str.
     _table: tuple[tuple[bytes, Principal], ...] = attrs.field(init=False)
 
@@ -65,7 +71,7 @@ class TokenConfig:
         _check_token(self.admin_token, ADMIN)
         seen = {self.admin_token}
         for name, token in self.worker_tokens.items():
-            if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name == ADMIN:
+            if not _NAME_RE.fullmatch(name) or name == ADMIN:
                 raise TokenConfigError(f"worker name {name!r} is not a valid principal name")
             _check_token(token, f"workers.{name}")
             if token in seen:
@@ -112,7 +118,9 @@ class TokenConfig:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise TokenConfigError(f"cannot read token file {str(path)!r}: {exc.strerror}") from None
+            raise TokenConfigError(
+                f"cannot read token file {str(path)!r}: {exc.strerror}"
+            ) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise TokenConfigError(f"token file {str(path)!r} is not valid TOML: {exc}") from None
         unknown = set(raw) - {"admin", "workers"}
@@ -151,6 +159,8 @@ def _toml_str(value: str) -> str:
 
 def _check_token(token: object, key: str) -> None:
     if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
-        raise TokenConfigError(f"the token of {key} must be a string of >= {MIN_TOKEN_LENGTH} chars")
+        raise TokenConfigError(
+            f"the token of {key} must be a string of >= {MIN_TOKEN_LENGTH} chars"
+        )
     if any(c.isspace() or not c.isprintable() for c in token):
         raise TokenConfigError(f"the token of {key} must not contain spaces or control characters")

@@ -116,7 +116,7 @@ class AcquireRequest:
 class RenewRequest:
     """Extend a lease; ``reasons`` replaces the worker's previous in-flight report."""
 
-    fencing_token: Annotated[int, Meta(ge=0, le=INT64_MAX)]
+    fencing_token: Annotated[int, Meta(ge=1, le=INT64_MAX)]
     reasons: list[ReasonName] = attrs.field(factory=list)
 
 
@@ -124,7 +124,9 @@ class RenewRequest:
 class PreemptRequest:
     """An operator's request to preempt a lease, with the cause to record."""
 
-    cause: Annotated[str, Meta(min_length=1, max_length=MAX_CAUSE)] = "operator request"
+    cause: Annotated[str, Meta(min_length=1, max_length=MAX_CAUSE, pattern=r"\S")] = (
+        "operator request"
+    )
 
 
 # ----------------------------------------------------------------------------- answers
@@ -233,6 +235,7 @@ class AuditHeadView:
 class AuditVerification:
     ok: bool
     first_bad_seq: int | None
+    reason: str
     records: int
     head: AuditHeadView
 
@@ -355,6 +358,9 @@ def _check_meta(meta: Meta, value: object, field: str) -> None:
         if meta.min_length is not None and len(value) < meta.min_length:
             raise FieldError(field, f"{value!r} is shorter than {meta.min_length} characters")
         if meta.max_length is not None and len(value) > meta.max_length:
-            raise FieldError(field, f"{value[:40]!r}... is longer than {meta.max_length} characters")
-        if meta.pattern is not None and not re.fullmatch(meta.pattern, value):
+            raise FieldError(
+                field, f"{value[:40]!r}... is longer than {meta.max_length} characters"
+            )
+        # JSON Schema patterns are unanchored (search); ours anchor themselves with ^ $.
+        if meta.pattern is not None and not re.search(meta.pattern, value):
             raise FieldError(field, f"{value[:80]!r} does not match {meta.pattern}")

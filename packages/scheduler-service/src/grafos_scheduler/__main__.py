@@ -1,0 +1,5 @@
+"""``python -m grafos_scheduler``: the same as the ``grafos-scheduler`` command."""
+
+from ._cli import main
+
+raise SystemExit(main())

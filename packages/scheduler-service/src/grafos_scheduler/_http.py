@@ -1,0 +1,839 @@
+"""The HTTP API (v1) on Litestar: leases, tickets, preemption, fencing, audit, metrics.
+
+Every request except ``GET /healthz`` needs ``Authorization: Bearer <token>``. A worker
+may act only on the leases it holds; the admin may act on any, and alone may preempt,
+fence and read the audit log. Every error, whatever raised it, is one :class:`ErrorBody`;
+an unexpected exception is logged here with its traceback and reaches the client as a
+plain 500 body, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+import threading
+import time
+import typing
+import uuid
+from typing import Annotated, Any
+
+import anyio.to_thread
+import attrs
+import uvicorn
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.enums import MediaType, ScopeType
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import Components, OpenAPIType, Schema, SecurityScheme
+from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from msgspec import Meta
+
+from ._audit import AuditRecord
+from ._auth import Principal, TokenConfig
+from ._clock import Clock, SystemClock
+from ._errors import (
+    CapacityExceeded,
+    FencingTokenMismatch,
+    InvalidRequest,
+    JobAlreadyLeased,
+    LeaseExpired,
+    LeaseNotActive,
+    SchedulerError,
+    UnknownLease,
+    UnknownTicket,
+)
+from ._lease import Lease, LeaseState, Ticket
+from ._metrics import SchedulerMetrics
+from ._models import (
+    ID_PATTERN,
+    AcquireRequest,
+    AcquireResult,
+    AuditHeadView,
+    AuditPage,
+    AuditRecordView,
+    AuditVerification,
+    ErrorBody,
+    FieldError,
+    Health,
+    LeaseList,
+    LeaseStateName,
+    LeaseView,
+    PendingPreemptionView,
+    PreemptionDecisionView,
+    PreemptRequest,
+    RenewRequest,
+    RenewResult,
+    TicketView,
+    format_id,
+    parse_body,
+    parse_id,
+)
+from ._preemption import NonPreemptibleReason
+from ._scheduler import Scheduler
+
+__all__ = ["BackgroundServer", "create_app"]
+
+logger = logging.getLogger("grafos_scheduler.http")
+
+OPEN_PATHS = frozenset({"/healthz"})
+_STATE_KEY = "grafos"
+
+
+class _Forbidden(Exception):
+    """A principal acting on what it may not touch (403)."""
+
+
+@attrs.define
+class _Context:
+    """What the handlers share: the scheduler, its clock and the metrics."""
+
+    scheduler: Scheduler
+    clock: Clock
+    metrics: SchedulerMetrics
+
+    def iso(self, monotonic: float, now_mono: float, now_wall: float) -> str:
+        wall = now_wall + (monotonic - now_mono)
+        return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+
+    def now(self) -> tuple[float, float]:
+        return self.clock.monotonic(), self.clock.wall()
+
+    def lease_view(self, lease: Lease) -> LeaseView:
+        mono, wall = self.now()
+        pending = None
+        reasons: list[Any] = []
+        if lease.state is LeaseState.ACTIVE:
+            reasons = sorted(r.value for r in self.scheduler.reasons(lease.lease_id))
+            p = self.scheduler.pending_preemption(lease.lease_id)
+            if p is not None:
+                pending = PendingPreemptionView(
+                    cause=p.cause,
+                    reasons=sorted(r.value for r in p.reasons),
+                    requested_at=self.iso(p.requested_at, mono, wall),
+                    deadline=self.iso(p.deadline, mono, wall),
+                    deadline_in=round(max(0.0, p.deadline - mono), 6),
+                )
+        return LeaseView(
+            lease_id=format_id(lease.lease_id),
+            job=lease.job,
+            holder=lease.holder,
+            priority=lease.priority,
+            slots=lease.slots,
+            ttl=lease.ttl,
+            fencing_token=lease.fencing_token,
+            state=lease.state.value,
+            granted_at=self.iso(lease.granted_at, mono, wall),
+            expires_at=self.iso(lease.expires_at, mono, wall),
+            expires_in=round(max(0.0, lease.expires_at - mono), 6),
+            reasons=reasons,
+            pending_preemption=pending,
+        )
+
+    def ticket_view(self, ticket: Ticket) -> TicketView:
+        mono, wall = self.now()
+        return TicketView(
+            ticket_id=format_id(ticket.ticket_id),
+            job=ticket.job,
+            holder=ticket.holder,
+            priority=ticket.priority,
+            slots=ticket.slots,
+            ttl=ticket.ttl,
+            requested_at=self.iso(ticket.requested_at, mono, wall),
+        )
+
+    def result(self, outcome: Lease | Ticket) -> AcquireResult:
+        if isinstance(outcome, Lease):
+            return AcquireResult(status="granted", lease=self.lease_view(outcome))
+        return AcquireResult(status="pending", ticket=self.ticket_view(outcome))
+
+
+def _ctx(request: Request[Any, Any, Any]) -> _Context:
+    ctx: _Context = request.app.state[_STATE_KEY]
+    return ctx
+
+
+def _principal(request: Request[Any, Any, Any]) -> Principal:
+    principal: Principal = request.scope["user"]
+    return principal
+
+
+def _body(request: Request[Any, Any, Any]) -> Any:
+    return request.scope["state"]["parsed_body"]
+
+
+def _event(event: str, *, level: int = logging.INFO, **fields: object) -> None:
+    """One structured log event per decision; ``fields`` land on the record as extras."""
+    logger.log(level, event, extra={"event": event, **fields})
+
+
+def _own_lease(request: Request[Any, Any, Any], lease_id: str) -> tuple[int, Lease]:
+    """The lease named in the path, if the caller may act on it (404/403 otherwise)."""
+    lid = parse_id(lease_id, "lease_id")
+    lease = _ctx(request).scheduler.get(lid)
+    principal = _principal(request)
+    if not principal.may_act_on(lease.holder):
+        _event(
+            "forbidden",
+            level=logging.WARNING,
+            principal=principal.name,
+            lease_id=lease_id,
+            job=lease.job,
+        )
+        raise _Forbidden(f"principal {principal.name!r} does not hold lease {lease_id}")
+    return lid, lease
+
+
+def _require_admin(request: Request[Any, Any, Any]) -> None:
+    principal = _principal(request)
+    if not principal.is_admin:
+        raise _Forbidden(f"principal {principal.name!r} is not the admin")
+
+
+# ----------------------------------------------------------------------------- middleware
+
+
+class _Authentication:
+    """Resolve the bearer token to a principal (``scope["user"]``), or refuse with 401."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenConfig) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["path"] not in OPEN_PATHS:
+            header = None
+            for key, value in scope["headers"]:
+                if key == b"authorization":
+                    header = value.decode("latin-1")
+                    break
+            principal = self.tokens.authenticate(header)
+            if principal is None:
+                _event(
+                    "unauthenticated",
+                    level=logging.WARNING,
+                    path=scope["path"],
+                    reason="missing" if header is None else "invalid",
+                )
+                raise NotAuthorizedException(
+                    "missing bearer token" if header is None else "invalid bearer token"
+                )
+            scope["user"] = principal
+        await self.app(scope, receive, send)
+
+
+class _Latency:
+    """Observe each request's latency by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: SchedulerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = str(scope.get("path_template") or "unmatched")
+            self.metrics.observe_request(
+                scope.get("method", "?"), route, status, time.perf_counter() - start
+            )
+
+
+async def _parse_request_body(request: Request[Any, Any, Any]) -> None:
+    """Parse the body strictly, before Litestar does, so every refusal has our shape."""
+    model = request.route_handler.opt.get("body")
+    raw = await request.body()
+    if model is None:
+        if raw.strip() not in (b"", b"{}"):
+            raise FieldError(None, f"{request.method} {request.url.path} takes no body")
+        return
+    request.scope["state"]["parsed_body"] = parse_body(model, raw)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> Response[Any]:
+    headers = {"WWW-Authenticate": 'Bearer realm="grafos-scheduler"'} if status == 401 else None
+    return Response(
+        ErrorBody(status=status, error=code, message=message, field=field),
+        status_code=status,
+        headers=headers,
+        media_type=MediaType.JSON,
+    )
+
+
+_DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+    (UnknownLease, 404, "unknown_lease"),
+    (UnknownTicket, 404, "unknown_ticket"),
+    (LeaseExpired, 410, "lease_expired"),
+    (LeaseNotActive, 410, "lease_not_active"),
+    (FencingTokenMismatch, 409, "stale_fencing_token"),
+    (JobAlreadyLeased, 409, "job_already_leased"),
+    (CapacityExceeded, 400, "capacity_exceeded"),
+    (InvalidRequest, 400, "invalid_request"),
+)
+# Python names of parameters whose wire name differs.
+_PARAMETER_NAMES = {"state_filter": "state"}
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, FieldError):
+        return _error(400, "invalid_request", exc.message, exc.field)
+    if isinstance(exc, _Forbidden):
+        return _error(403, "forbidden", str(exc))
+    if isinstance(exc, CapacityExceeded):
+        return _error(400, "capacity_exceeded", str(exc), "slots")
+    for kind, status, code in _DOMAIN_ERRORS:
+        if isinstance(exc, kind):
+            return _error(status, code, str(exc))
+    if isinstance(exc, ValidationException):
+        field = None
+        if isinstance(exc.extra, list) and exc.extra and isinstance(exc.extra[0], dict):
+            key = str(exc.extra[0].get("key") or "")
+            field = _PARAMETER_NAMES.get(key, key) or None
+            detail = exc.extra[0].get("message")
+            message = f"{field}: {detail}" if field and detail else exc.detail
+            if field and key != field:
+                message = message.replace(key, field)
+            return _error(400, "invalid_request", message, field)
+        return _error(400, "invalid_request", exc.detail, field)
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        code = _HTTP_CODES.get(exc.status_code, "client_error")
+        message = exc.detail
+        if exc.status_code in (404, 405):
+            message = f"{request.method} {request.url.path}: {exc.detail}"
+        return _error(exc.status_code, code, message)
+    if isinstance(exc, SchedulerError):
+        # A domain refusal without a mapping of its own is still the client's request.
+        return _error(409, "conflict", str(exc))
+    reference = uuid.uuid4().hex[:12]
+    logger.error(
+        "unexpected error %s on %s %s",
+        reference,
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"event": "internal_error", "reference": reference},
+    )
+    return _error(
+        500, "internal_error", f"internal error; the server log has reference {reference}"
+    )
+
+
+# ----------------------------------------------------------------------------- routes
+
+_ERRORS = {
+    code: ResponseSpec(ErrorBody, description=desc)
+    for code, desc in {
+        400: "Bad request: unknown field, wrong type or value out of range",
+        401: "Missing or invalid bearer token",
+        403: "The principal may not act on this resource",
+        404: "Unknown lease or ticket",
+        409: "Stale fencing token, or the job already holds a lease",
+        410: "The lease expired or ended",
+    }.items()
+}
+
+
+def _errors(*codes: int) -> dict[int, ResponseSpec]:
+    return {c: _ERRORS[c] for c in (400, 401, *codes)}
+
+
+LeaseIdPath = Annotated[
+    str, PathParameter(pattern=ID_PATTERN, description="32 lowercase hex digits")
+]
+
+
+@post(
+    "/v1/leases",
+    opt={"body": AcquireRequest},
+    status_code=201,
+    summary="Acquire a lease (201 granted, 202 pending with a ticket)",
+    responses={202: ResponseSpec(AcquireResult, description="Pending: poll the ticket")}
+    | _errors(409),
+    # Litestar cannot run a sync handler in a thread when it returns a Response:
+    # this one is async and hands the scheduler call to a worker thread itself.
+)
+async def acquire(
+    request: Request[Any, Any, Any], data: JSONBody[AcquireRequest]
+) -> Response[AcquireResult]:
+    return await anyio.to_thread.run_sync(_acquire, request)
+
+
+def _acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
+    body: AcquireRequest = _body(request)
+    ctx = _ctx(request)
+    holder = _principal(request).name
+    outcome = ctx.scheduler.acquire(body.job, holder, body.priority, body.slots, body.ttl)
+    result = ctx.result(outcome)
+    if isinstance(outcome, Lease):
+        _event(
+            "lease_granted",
+            lease_id=format_id(outcome.lease_id),
+            job=outcome.job,
+            holder=holder,
+            fencing_token=outcome.fencing_token,
+            slots=outcome.slots,
+            priority=outcome.priority,
+        )
+        return Response(result, status_code=201)
+    _event(
+        "acquire_pending",
+        ticket_id=format_id(outcome.ticket_id),
+        job=outcome.job,
+        holder=holder,
+        slots=outcome.slots,
+        priority=outcome.priority,
+    )
+    return Response(result, status_code=202)
+
+
+@get(
+    "/v1/tickets/{ticket_id:str}",
+    summary="Poll a pending acquire",
+    responses=_errors(403, 404),
+    sync_to_thread=True,
+)
+def poll_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> AcquireResult:
+    tid = parse_id(ticket_id, "ticket_id")
+    ctx = _ctx(request)
+    outcome = ctx.scheduler.poll(tid)
+    principal = _principal(request)
+    if not principal.may_act_on(outcome.holder):
+        raise _Forbidden(f"principal {principal.name!r} did not request ticket {ticket_id}")
+    return ctx.result(outcome)
+
+
+@post(
+    "/v1/leases/{lease_id:str}/renew",
+    opt={"body": RenewRequest},
+    status_code=200,
+    summary="Renew a lease and report in-flight non-preemptible reasons",
+    responses=_errors(403, 404, 409, 410),
+    sync_to_thread=True,
+)
+def renew(
+    request: Request[Any, Any, Any], lease_id: LeaseIdPath, data: JSONBody[RenewRequest]
+) -> RenewResult:
+    body: RenewRequest = _body(request)
+    lid, lease = _own_lease(request, lease_id)
+    ctx = _ctx(request)
+    reasons = [NonPreemptibleReason(r) for r in body.reasons]
+    try:
+        renewed = ctx.scheduler.renew(lid, body.fencing_token, reasons)
+    except (LeaseExpired, LeaseNotActive, FencingTokenMismatch) as exc:
+        _event(
+            "renew_refused",
+            level=logging.WARNING,
+            lease_id=lease_id,
+            job=lease.job,
+            reason=type(exc).__name__,
+        )
+        raise
+    pending = ctx.scheduler.pending_preemption(lid)
+    mono, wall = ctx.now()
+    return RenewResult(
+        lease_id=lease_id,
+        fencing_token=renewed.fencing_token,
+        expires_at=ctx.iso(renewed.expires_at, mono, wall),
+        expires_in=round(max(0.0, renewed.expires_at - mono), 6),
+        preemption_requested=pending is not None,
+        preemption_cause=None if pending is None else pending.cause,
+        preemption_deadline=None if pending is None else ctx.iso(pending.deadline, mono, wall),
+        preemption_deadline_in=None
+        if pending is None
+        else round(max(0.0, pending.deadline - mono), 6),
+    )
+
+
+@post(
+    "/v1/leases/{lease_id:str}/release",
+    status_code=200,
+    summary="Release a lease",
+    responses=_errors(403, 404, 410),
+    sync_to_thread=True,
+)
+def release(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
+    lid, lease = _own_lease(request, lease_id)
+    ctx = _ctx(request)
+    released = ctx.scheduler.release(lid)
+    _event(
+        "lease_released",
+        lease_id=lease_id,
+        job=lease.job,
+        holder=lease.holder,
+        principal=_principal(request).name,
+    )
+    return ctx.lease_view(released)
+
+
+@get(
+    "/v1/leases/{lease_id:str}",
+    summary="One lease: state, token, reasons, pending preemption",
+    responses=_errors(403, 404),
+    sync_to_thread=True,
+)
+def get_lease(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
+    _, lease = _own_lease(request, lease_id)
+    return _ctx(request).lease_view(lease)
+
+
+@get(
+    "/v1/leases",
+    summary="List leases (a worker sees only its own)",
+    responses=_errors(),
+    sync_to_thread=True,
+)
+def list_leases(
+    request: Request[Any, Any, Any],
+    state_filter: Annotated[LeaseStateName | None, QueryParameter(name="state")] = None,
+) -> LeaseList:
+    ctx = _ctx(request)
+    principal = _principal(request)
+    leases = ctx.scheduler.leases(None if state_filter is None else LeaseState(state_filter))
+    return LeaseList(leases=[ctx.lease_view(x) for x in leases if principal.may_act_on(x.holder)])
+
+
+@post(
+    "/v1/leases/{lease_id:str}/preempt",
+    opt={"body": PreemptRequest},
+    status_code=200,
+    summary="Request preemption of a lease (admin)",
+    responses=_errors(403, 404),
+    sync_to_thread=True,
+)
+def preempt(
+    request: Request[Any, Any, Any], lease_id: LeaseIdPath, data: JSONBody[PreemptRequest]
+) -> PreemptionDecisionView:
+    body: PreemptRequest = _body(request)
+    _require_admin(request)
+    lid = parse_id(lease_id, "lease_id")
+    ctx = _ctx(request)
+    lease = ctx.scheduler.get(lid)
+    decision = ctx.scheduler.request_preemption(lid, body.cause)
+    mono, wall = ctx.now()
+    reasons: Any = sorted(r.value for r in decision.reasons)
+    _event(
+        "preemption_requested",
+        lease_id=lease_id,
+        job=lease.job,
+        outcome=decision.outcome.value,
+        cause=decision.cause,
+        reasons=reasons,
+    )
+    return PreemptionDecisionView(
+        lease_id=lease_id,
+        outcome=decision.outcome.value,
+        cause=decision.cause,
+        reasons=reasons,
+        deadline=None if decision.deadline is None else ctx.iso(decision.deadline, mono, wall),
+        deadline_in=None
+        if decision.deadline is None
+        else round(max(0.0, decision.deadline - mono), 6),
+    )
+
+
+@post(
+    "/v1/leases/{lease_id:str}/fence",
+    status_code=200,
+    summary="Revoke a lease at once (admin)",
+    responses=_errors(403, 404, 410),
+    sync_to_thread=True,
+)
+def fence(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
+    _require_admin(request)
+    lid = parse_id(lease_id, "lease_id")
+    ctx = _ctx(request)
+    fenced = ctx.scheduler.fence(lid)
+    _event("lease_fenced", lease_id=lease_id, job=fenced.job, holder=fenced.holder)
+    return ctx.lease_view(fenced)
+
+
+@get(
+    "/v1/audit",
+    summary="Read the audit log, a page at a time (admin)",
+    responses=_errors(403),
+    sync_to_thread=True,
+)
+def audit_records(
+    request: Request[Any, Any, Any],
+    after_seq: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+) -> AuditPage:
+    _require_admin(request)
+    records = _ctx(request).scheduler.audit.records(after_seq=after_seq, limit=limit)
+    views = [_audit_view(r) for r in records]
+    more = len(views) == limit
+    return AuditPage(records=views, next_after_seq=views[-1].seq if views and more else None)
+
+
+@get(
+    "/v1/audit/head",
+    summary="The audit chain's head (seq, hash), to export elsewhere (admin)",
+    responses=_errors(403),
+    sync_to_thread=True,
+)
+def audit_head(request: Request[Any, Any, Any]) -> AuditHeadView:
+    _require_admin(request)
+    seq, digest = _ctx(request).scheduler.audit.head()
+    return AuditHeadView(seq=seq, hash=digest)
+
+
+@get(
+    "/v1/audit/verify",
+    summary="Walk the audit chain and report the first bad record (admin)",
+    responses=_errors(403),
+    sync_to_thread=True,
+)
+def audit_verify(request: Request[Any, Any, Any]) -> AuditVerification:
+    _require_admin(request)
+    audit = _ctx(request).scheduler.audit
+    result = audit.verify()
+    seq, digest = audit.head()
+    verification = AuditVerification(
+        ok=result.ok,
+        first_bad_seq=result.first_bad_seq,
+        reason=result.reason,
+        records=result.records_checked,
+        head=AuditHeadView(seq=seq, hash=digest),
+    )
+    _event("audit_verified", ok=verification.ok, first_bad_seq=verification.first_bad_seq)
+    return verification
+
+
+@get("/healthz", summary="Liveness (no authentication)", sync_to_thread=False)
+def healthz() -> Health:
+    return Health()
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics (any principal)",
+    media_type="text/plain; version=0.0.4; charset=utf-8",
+    responses={401: _ERRORS[401]},
+    sync_to_thread=True,
+)
+def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+    ctx = _ctx(request)
+    return Response(
+        ctx.metrics.render(),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )
+
+
+def _audit_view(record: AuditRecord) -> AuditRecordView:
+    lease_id = record.lease_id
+    return AuditRecordView(
+        seq=record.seq,
+        time=dt.datetime.fromtimestamp(record.time, dt.UTC).isoformat(timespec="milliseconds"),
+        kind=record.kind,
+        lease_id=None if lease_id is None else format_id(lease_id),
+        job=record.job,
+        data=dict(record.data),
+        prev_hash=record.prev_hash,
+        hash=record.hash,
+    )
+
+
+# ----------------------------------------------------------------------------- schema
+
+_REQUEST_MODELS: tuple[type[Any], ...] = (AcquireRequest, RenewRequest, PreemptRequest)
+_RESPONSE_MODELS: tuple[type[Any], ...] = (
+    AcquireResult,
+    AuditHeadView,
+    AuditPage,
+    AuditRecordView,
+    AuditVerification,
+    ErrorBody,
+    Health,
+    LeaseList,
+    LeaseView,
+    PendingPreemptionView,
+    PreemptionDecisionView,
+    RenewResult,
+    TicketView,
+)
+
+
+def _document_constraints(app: Litestar) -> None:
+    """Put the models' ``Meta`` constraints into the OpenAPI schema.
+
+    Litestar's attrs plugin drops them; without them a client (or schemathesis) cannot
+    tell which values the API accepts. Request bodies also get
+    ``additionalProperties: false``, which :func:`parse_body` enforces.
+    """
+    schemas = app.openapi_schema.components.schemas or {}
+    for model in (*_REQUEST_MODELS, *_RESPONSE_MODELS):
+        component = schemas.get(model.__name__)
+        if component is None:
+            continue
+        if model in _REQUEST_MODELS:
+            component.additional_properties = False
+        hints = typing.get_type_hints(model, include_extras=True)
+        for name, prop in (component.properties or {}).items():
+            meta = _meta_of(hints[name])
+            if meta is None or not isinstance(prop, Schema):
+                continue
+            target = prop
+            if prop.one_of:  # an optional value: constrain the non-null branch
+                branches = [b for b in prop.one_of if isinstance(b, Schema) and b.type != "null"]
+                if len(branches) != 1:
+                    continue
+                target = branches[0]
+            if target.type == OpenAPIType.ARRAY and isinstance(target.items, Schema):
+                target = target.items
+            target.minimum = meta.ge if meta.ge is not None else target.minimum
+            target.maximum = meta.le if meta.le is not None else target.maximum
+            if meta.gt is not None:
+                target.exclusive_minimum = meta.gt
+            target.min_length = (
+                meta.min_length if meta.min_length is not None else target.min_length
+            )
+            target.max_length = (
+                meta.max_length if meta.max_length is not None else target.max_length
+            )
+            target.pattern = meta.pattern if meta.pattern is not None else target.pattern
+            if meta.description and not target.description:
+                target.description = meta.description
+
+
+def _meta_of(hint: object) -> Meta | None:
+    if typing.get_origin(hint) is Annotated:
+        for extra in typing.get_args(hint)[1:]:
+            if isinstance(extra, Meta):
+                return extra
+    return None
+
+
+# ----------------------------------------------------------------------------- app
+
+
+def create_app(
+    scheduler: Scheduler,
+    tokens: TokenConfig,
+    *,
+    clock: Clock | None = None,
+    metrics: SchedulerMetrics | None = None,
+) -> Litestar:
+    """The v1 API over ``scheduler``, authenticating with ``tokens``.
+
+    ``clock`` must be the scheduler's own (to turn its monotonic times into wall times);
+    by default it is the scheduler's ``clock`` attribute if it has one, else the system
+    clock. The caller starts and closes the scheduler.
+    """
+    if clock is None:
+        clock = getattr(scheduler, "clock", None) or SystemClock()
+    if metrics is None:
+        metrics = SchedulerMetrics(scheduler)
+    context = _Context(scheduler=scheduler, clock=clock, metrics=metrics)
+    app = Litestar(
+        route_handlers=[
+            acquire,
+            poll_ticket,
+            renew,
+            release,
+            get_lease,
+            list_leases,
+            preempt,
+            fence,
+            audit_records,
+            audit_head,
+            audit_verify,
+            healthz,
+            metrics_endpoint,
+        ],
+        state=State({_STATE_KEY: context}),
+        middleware=[
+            DefineMiddleware(_Latency, metrics=metrics),
+            DefineMiddleware(_Authentication, tokens=tokens),
+        ],
+        before_request=_parse_request_body,
+        exception_handlers={Exception: _handle_exception},
+        openapi_config=OpenAPIConfig(
+            title="grafos-scheduler",
+            version="1.0.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="token")
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+        logging_config=None,
+        request_max_body_size=64 * 1024,
+    )
+    _document_constraints(app)
+    return app
+
+
+class BackgroundServer:
+    """uvicorn serving ``app`` from a thread, on a socket bound before it starts.
+
+    Binding first means the port is known (``port=0`` picks a free one) and the server
+    is reachable as soon as :meth:`start` returns. For the demo, tests and benchmarks;
+    ``grafos-scheduler serve`` runs uvicorn in the main thread instead.
+    """
+
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.host, self.port = self._socket.getsockname()[:2]
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> BackgroundServer:
+        self._thread.start()
+        give_up = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > give_up:
+                raise RuntimeError(f"the server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

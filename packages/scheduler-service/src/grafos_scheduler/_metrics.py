@@ -1,0 +1,136 @@
+"""Prometheus metrics for the scheduler service, in a registry of its own.
+
+Gauges are read from the scheduler when scraped, so they can never drift from it.
+Preemption outcomes are counted from the audit chain, which records every one of them
+in the same transaction as the state change: the counters are exact, including the
+deferred preemptions that the executor thread carries out or forces later.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ._lease import LeaseState
+from ._preemption import NonPreemptibleReason
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from ._scheduler import Scheduler
+
+__all__ = ["PREEMPTION_KINDS", "SchedulerMetrics"]
+
+#: Audit kinds counted as preemption outcomes, and the label each one gets.
+PREEMPTION_KINDS = {
+    "preemption_requested": "requested",
+    "preemption_deferred": "deferred",
+    "preemption_executed": "executed",
+    "preemption_forced": "forced",
+}
+
+
+class _SchedulerCollector(Collector):
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+        self._lock = threading.Lock()
+        self._audit_seq = 0
+        self._outcomes: Counter[str] = Counter()
+
+    def _tail_audit(self) -> None:
+        """Count preemption records appended since the last scrape."""
+        with self._lock:
+            while True:
+                batch = self._scheduler.audit.records(after_seq=self._audit_seq, limit=1000)
+                for record in batch:
+                    label = PREEMPTION_KINDS.get(record.kind)
+                    if label is not None:
+                        self._outcomes[label] += 1
+                if not batch:
+                    break
+                self._audit_seq = batch[-1].seq
+
+    def collect(self) -> Iterator[Metric]:
+        scheduler = self._scheduler
+        leases = scheduler.leases()
+        by_state = Counter(lease.state for lease in leases)
+        gauge = GaugeMetricFamily(
+            "grafos_leases", "Leases known to the scheduler, by state", labels=["state"]
+        )
+        for state in LeaseState:
+            gauge.add_metric([state.value], by_state.get(state, 0))
+        yield gauge
+
+        slots = GaugeMetricFamily("grafos_slots", "Capacity slots", labels=["kind"])
+        used = sum(lease.slots for lease in leases if lease.state is LeaseState.ACTIVE)
+        slots.add_metric(["capacity"], scheduler.capacity)
+        slots.add_metric(["leased"], used)
+        yield slots
+
+        yield GaugeMetricFamily(
+            "grafos_tickets_pending",
+            "Acquires waiting for capacity",
+            value=len(scheduler.tickets()),
+        )
+
+        markers = GaugeMetricFamily(
+            "grafos_nonpreemptible_leases",
+            "ACTIVE leases held non-preemptible now, by reason (local markers and reports)",
+            labels=["reason"],
+        )
+        reason_counts: Counter[NonPreemptibleReason] = Counter()
+        pending = 0
+        for lease in leases:
+            if lease.state is LeaseState.ACTIVE:
+                reason_counts.update(scheduler.reasons(lease.lease_id))
+                pending += scheduler.pending_preemption(lease.lease_id) is not None
+        for reason in NonPreemptibleReason:
+            markers.add_metric([reason.value], reason_counts.get(reason, 0))
+        yield markers
+        yield GaugeMetricFamily(
+            "grafos_preemptions_pending", "Deferred preemptions waiting now", value=pending
+        )
+
+        self._tail_audit()
+        outcomes = CounterMetricFamily(
+            "grafos_preemptions",
+            "Preemptions by outcome, from the audit chain",
+            labels=["outcome"],
+        )
+        for label in PREEMPTION_KINDS.values():
+            outcomes.add_metric([label], self._outcomes.get(label, 0))
+        yield outcomes
+
+        yield CounterMetricFamily(
+            "grafos_observer_misses",
+            "Flush notifications for leases that were not tracked",
+            value=scheduler.observer.misses,
+        )
+
+
+class SchedulerMetrics:
+    """The service's metrics: scheduler state, read at scrape time, and request latency."""
+
+    def __init__(self, scheduler: Scheduler, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False) if registry is None else registry
+        self.registry.register(_SchedulerCollector(scheduler))
+        self.request_latency = Histogram(
+            "grafos_http_request_duration_seconds",
+            "HTTP request latency, by method, route and status",
+            labelnames=["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.request_latency.labels(method, route, str(status)).observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
