@@ -630,3 +630,37 @@ def test_pipelines_whose_names_prefix_each_other_are_isolated(tmp_path: Path) ->
         assert len(store.files(name)) == 1
         expected = 50 if name == "a.b" else index
         assert store.highest_token(name) == expected
+
+
+# -- retention overlapped with the write -------------------------------------------
+
+
+@pytest.mark.parametrize("size", [10, 300 * 1024])
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_a_commit_that_fails_to_sync_never_loses_the_newest_valid_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, keep: int
+) -> None:
+    # Retention may run while the new file is written (keep >= 2): a commit that then
+    # fails must still leave the previous checkpoint readable, and no temp file.
+    store = DirectoryCheckpointStore(tmp_path, keep=keep)
+    for sequence in range(1, 5):
+        store.commit(make(sequence, states={"s": os.urandom(size)}))
+    previous = DirectoryCheckpointStore(tmp_path).latest("p")
+    assert previous is not None
+    assert previous.sequence == 4
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "injected EIO")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="injected EIO"):
+        store.commit(make(5, states={"s": os.urandom(size)}))
+    monkeypatch.undo()
+    assert DirectoryCheckpointStore(tmp_path).latest("p") == previous
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(store.files("p")) >= max(1, keep - 1)
+    # The next commit works and retention is back to exactly ``keep``.
+    store.commit(make(5))
+    assert [p.name for p in store.files("p")] == [
+        file_name("p", s, 1) for s in range(5, 5 - keep, -1)
+    ]

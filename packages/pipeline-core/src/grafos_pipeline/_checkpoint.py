@@ -8,6 +8,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from types import MappingProxyType
 
 from ._errors import CorruptCheckpoint, InvalidCheckpoint
@@ -77,6 +78,7 @@ VERSION = 1
 _PREFIX = struct.Struct(">8sHI")
 DIGEST_OFFSET = _PREFIX.size
 BODY_OFFSET = DIGEST_OFFSET + hashlib.sha256().digest_size
+_ZERO_DIGEST = bytes(BODY_OFFSET - DIGEST_OFFSET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,31 +104,39 @@ class EncodedCheckpoint:
             h.update(state)
         return h.digest()
 
+    def content(self) -> bytes:
+        """The whole file content, digest included, in one buffer."""
+        head = self.head
+        return b"".join((head[:DIGEST_OFFSET], self.digest(), head[BODY_OFFSET:], *self.states))
+
 
 def encode(checkpoint: Checkpoint) -> EncodedCheckpoint:
-    header = {
-        "pipeline": checkpoint.pipeline,
-        "sequence": checkpoint.sequence,
-        "fencing_token": checkpoint.fencing_token,
-        # JSON numbers lose precision above 2**53: a lease id travels as hex.
-        "lease_id": None if checkpoint.lease_id is None else f"{checkpoint.lease_id:032x}",
-        "position": checkpoint.position,
-        "created_at": checkpoint.created_at,
-        "stages": [[name, len(state)] for name, state in checkpoint.stage_states.items()],
-    }
-    header_bytes = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    prefix = _PREFIX.pack(MAGIC, VERSION, len(header_bytes))
-    head = prefix + bytes(BODY_OFFSET - DIGEST_OFFSET) + header_bytes
-    return EncodedCheckpoint(head=head, states=tuple(checkpoint.stage_states.values()))
+    # The header is compact JSON, exactly what ``json.dumps(header, separators=(",", ":"),
+    # ensure_ascii=False)`` gives, built directly: this runs on every commit. Numbers
+    # are validated ints (and a finite number for created_at) by ``Checkpoint``.
+    states = checkpoint.stage_states
+    stages = ",".join(
+        [f"[{encode_basestring(name)},{len(state)}]" for name, state in states.items()]
+    )
+    # JSON numbers lose precision above 2**53: a lease id travels as hex.
+    lease = "null" if checkpoint.lease_id is None else f'"{checkpoint.lease_id:032x}"'
+    created_at = checkpoint.created_at
+    # json.dumps writes a float as float.__repr__ does; anything else (an int) its way.
+    created = float.__repr__(created_at) if type(created_at) is float else json.dumps(created_at)
+    header_bytes = (
+        f'{{"pipeline":{encode_basestring(checkpoint.pipeline)},'
+        f'"sequence":{int.__repr__(checkpoint.sequence)},'
+        f'"fencing_token":{int.__repr__(checkpoint.fencing_token)},'
+        f'"lease_id":{lease},"position":{int.__repr__(checkpoint.position)},'
+        f'"created_at":{created},"stages":[{stages}]}}'
+    ).encode()
+    head = _PREFIX.pack(MAGIC, VERSION, len(header_bytes)) + _ZERO_DIGEST + header_bytes
+    return EncodedCheckpoint(head=head, states=tuple(states.values()))
 
 
 def encode_bytes(checkpoint: Checkpoint) -> bytes:
     """The whole file content, digest included."""
-    encoded = encode(checkpoint)
-    digest = encoded.digest()
-    return b"".join(
-        (encoded.head[:DIGEST_OFFSET], digest, encoded.head[BODY_OFFSET:], *encoded.states)
-    )
+    return encode(checkpoint).content()
 
 
 def decode(data: bytes, *, origin: str = "checkpoint") -> Checkpoint:

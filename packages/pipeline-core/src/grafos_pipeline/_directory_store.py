@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import itertools
 import logging
 import os
+import queue
 import re
-import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from ._checkpoint import BODY_OFFSET, DIGEST_OFFSET, Checkpoint, EncodedCheckpoint, decode, encode
+from ._checkpoint import DIGEST_OFFSET, Checkpoint, EncodedCheckpoint, decode, encode
 from ._errors import (
     CheckpointError,
     CorruptCheckpoint,
@@ -29,6 +32,12 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Below this size a single sequential pass is cheapest; above it the SHA-256 runs on
 # another thread while the data is written and synced (hashlib releases the GIL).
 _OVERLAP_THRESHOLD = 256 * 1024
+# The digest lives in the first page; writeback is started early for the rest only.
+_PAGE = 4096
+# Temporary file names: unique per process (the pid) and per commit (the counter).
+# Uniqueness across crashes is not needed: leftovers are removed under the lock
+# before a commit writes, and the file is opened with O_EXCL.
+_TEMP_COUNTER = itertools.count()
 
 
 def check_pipeline_name(name: object) -> str:
@@ -77,6 +86,8 @@ class DirectoryCheckpointStore:
         self.path = Path(path)
         self.keep = keep
         self.path.mkdir(parents=True, exist_ok=True)
+        # The hot path joins plain strings, not Paths.
+        self._dir = os.fspath(self.path)
         self._guard = threading.Lock()
         self._thread_locks: dict[str, threading.Lock] = {}
         # File names this store wrote or has read back intact. Files are immutable
@@ -93,34 +104,58 @@ class DirectoryCheckpointStore:
             raise InvalidCheckpoint(f"{checkpoint!r} is not a Checkpoint")
         pipeline = check_pipeline_name(checkpoint.pipeline)
         encoded = encode(checkpoint)
-        final = f"{pipeline}.{checkpoint.sequence:020d}.{checkpoint.fencing_token:020d}.ckpt"
+        sequence, token = checkpoint.sequence, checkpoint.fencing_token
+        final = f"{pipeline}.{sequence:020d}.{token:020d}.ckpt"
         with self._locked(pipeline):
             listing = self._list(pipeline)
             highest = listing.highest_token
-            if checkpoint.fencing_token < highest:
-                raise StaleFencingToken(pipeline, checkpoint.fencing_token, highest)
-            for sequence, token, name in listing.checkpoints:
-                if sequence < checkpoint.sequence:
+            if token < highest:
+                raise StaleFencingToken(pipeline, token, highest)
+            for old_sequence, old_token, name in listing.checkpoints:
+                if old_sequence < sequence:
                     break
                 # A newer file that fails verification may be superseded.
-                if self._is_valid(name, pipeline, sequence, token):
-                    raise sequence_not_after(checkpoint, sequence)
+                if self._is_valid(name, pipeline, old_sequence, old_token):
+                    raise sequence_not_after(checkpoint, old_sequence)
             # Under the lock no other writer is mid-write: these are crash leftovers.
             for name in listing.temp_files:
                 self._unlink(name)
-            temp = f".{pipeline}.{secrets.token_hex(8)}.tmp"
+            # A set: the new file may replace a corrupt one of the same name.
+            fresh = (sequence, token, final)
+            retired = self._retired(
+                pipeline, final, sorted({fresh, *listing.checkpoints}, reverse=True)
+            )
+            # Retention while the new file is written and synced, not after it, when
+            # that is safe. Every file in ``retired`` lies beyond the keep-th valid file,
+            # counting the new one as valid and first (all valid stored files are older:
+            # checked above). With keep >= 2 the keep-1 newest valid stored files stay,
+            # the previous newest valid checkpoint among them. So a crash at any instant
+            # (before the new file is durable, or after) leaves the previous or the new
+            # checkpoint readable, whatever order the disk applies the unlinks and the
+            # rename in. The new file's own name is never in ``retired`` (it is first),
+            # and the lock excludes every other writer. If the commit then fails, the
+            # retired files are gone anyway: the newest valid checkpoint still is not.
+            # With keep == 1 the only file kept is the new one, so nothing may go before
+            # the rename and the directory fsync have made it durable.
+            early = retired if self.keep >= 2 else []
+            temp = f"{self._dir}/.{pipeline}.{os.getpid()}-{next(_TEMP_COUNTER)}.tmp"
             try:
-                self._write_synced(temp, encoded)
-                os.replace(self.path / temp, self.path / final)
+                unlink_error = self._write_synced(temp, encoded, early)
+                os.replace(temp, f"{self._dir}/{final}")
             except BaseException:
-                self._unlink(temp)
+                with suppress(FileNotFoundError):
+                    os.unlink(temp)
                 raise
             # fsync the directory, or the rename may not survive a crash.
             self._fsync_directory()
             self._verified.add(final)
-            # A set: the new file may have replaced a corrupt one of the same name.
-            fresh = (checkpoint.sequence, checkpoint.fencing_token, final)
-            self._retain(pipeline, sorted({fresh, *listing.checkpoints}, reverse=True))
+            for name in retired:
+                self._verified.discard(name)
+            if unlink_error is not None:
+                raise unlink_error
+            if not early:
+                for name in retired:
+                    self._unlink(name)
 
     def latest(self, pipeline: str) -> Checkpoint | None:
         check_pipeline_name(pipeline)
@@ -175,7 +210,7 @@ class DirectoryCheckpointStore:
         # this one, which flock on separate descriptors would also do, but cheaper.
         with thread_lock:
             fd = os.open(
-                self.path / f".{pipeline}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+                f"{self._dir}/.{pipeline}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
             )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -190,7 +225,7 @@ class DirectoryCheckpointStore:
         temp_files: list[str] = []
         prefix = f"{pipeline}."
         temp_prefix = f".{pipeline}."
-        with os.scandir(self.path) as entries:
+        with os.scandir(self._dir) as entries:
             for entry in entries:
                 name = entry.name
                 if name.startswith(prefix):
@@ -215,44 +250,69 @@ class DirectoryCheckpointStore:
         checkpoints.sort(reverse=True)
         return _Listing(checkpoints, fence_token, fence_files, temp_files)
 
-    def _write_synced(self, name: str, encoded: EncodedCheckpoint) -> None:
-        fd = os.open(self.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    def _write_synced(
+        self, path: str, encoded: EncodedCheckpoint, retire: list[str]
+    ) -> OSError | None:
+        """Write ``encoded`` to a new file at ``path`` and fsync it, digest included.
+
+        The files named in ``retire`` are unlinked meanwhile, off the critical path;
+        an error doing so is returned, not raised, for after the commit.
+        """
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             if encoded.size < _OVERLAP_THRESHOLD:
-                digest = encoded.digest()
-                head = encoded.head
-                _write_all(
-                    fd,
-                    b"".join((head[:DIGEST_OFFSET], digest, head[BODY_OFFSET:], *encoded.states)),
-                )
-                os.fsync(fd)
-                return
-            # Large state: hash on a helper thread while this one writes and syncs the
-            # data, then patch the digest in and sync once more. The rename happens
-            # only after that second fsync, so a crash never exposes a file without it.
-            digest_box: list[bytes] = []
-            hasher = threading.Thread(
-                target=lambda: digest_box.append(encoded.digest()),
-                name="grafos-checkpoint-digest",
-            )
-            hasher.start()
+                content = encoded.content()
+                if not retire:
+                    _write_all(fd, content)
+                    os.fsync(fd)
+                    return None
+                # The unlinks run on a helper thread while this one waits on the disk.
+                job = _HELPERS.start(partial(self._unlink_all, retire))
+                try:
+                    _write_all(fd, content)
+                    os.fsync(fd)
+                finally:
+                    error = job.wait()
+                if error is not None:
+                    raise error
+                return job.result if isinstance(job.result, OSError) else None
+            # Large state: a helper thread hashes while this one writes the data (with a
+            # zeroed digest), starts its writeback, and does the retention unlinks. Then
+            # the digest is patched in and ONE fsync makes data and digest durable. The
+            # rename happens only after that fsync, so a crash never exposes a file
+            # without its digest (nor a file that fails verification as the newest).
+            job = _HELPERS.start(encoded.digest)
             try:
                 _write_all(fd, encoded.head)
                 for state in encoded.states:
                     _write_all(fd, state)
-                os.fdatasync(fd)
+                _start_writeback(fd, _PAGE, encoded.size - _PAGE)
+                unlink_error = self._unlink_all(retire)
             finally:
-                hasher.join()
-            if not digest_box:
-                raise CheckpointError(f"computing the SHA-256 of {name!r} failed")
-            if os.pwrite(fd, digest_box[0], DIGEST_OFFSET) != len(digest_box[0]):
-                raise CheckpointError(f"short write of the digest of {name!r}")
+                error = job.wait()
+            if error is not None:
+                raise CheckpointError(f"computing the SHA-256 of {path!r} failed") from error
+            digest = job.result
+            if not isinstance(digest, bytes) or os.pwrite(fd, digest, DIGEST_OFFSET) != len(digest):
+                raise CheckpointError(f"short write of the digest of {path!r}")
             os.fsync(fd)
+            return unlink_error
         finally:
             os.close(fd)
 
+    def _unlink_all(self, names: list[str]) -> OSError | None:
+        error: OSError | None = None
+        for name in names:
+            try:
+                os.unlink(f"{self._dir}/{name}")
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                error = error or exc
+        return error
+
     def _fsync_directory(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
@@ -284,23 +344,27 @@ class DirectoryCheckpointStore:
         self._verified.add(name)
         return checkpoint
 
-    def _retain(self, pipeline: str, checkpoints: list[tuple[int, int, str]]) -> None:
-        # Count valid files newest first; only what lies beyond the keep-th valid one
-        # goes, so the newest valid checkpoint is never deleted.
+    def _retired(
+        self, pipeline: str, fresh: str, checkpoints: list[tuple[int, int, str]]
+    ) -> list[str]:
+        # Count valid files newest first, the one being committed (``fresh``, not yet
+        # written) included; only what lies beyond the keep-th valid one goes, so the
+        # newest valid checkpoint is never deleted.
+        retired: list[str] = []
         valid = 0
         for sequence, token, name in checkpoints:
             if valid >= self.keep:
-                self._unlink(name)
-                self._verified.discard(name)
-            elif self._is_valid(name, pipeline, sequence, token):
+                retired.append(name)
+            elif name == fresh or self._is_valid(name, pipeline, sequence, token):
                 valid += 1
+        return retired
 
     def _is_valid(self, name: str, pipeline: str, sequence: int, token: int) -> bool:
         return name in self._verified or self._read(name, pipeline, sequence, token) is not None
 
     def _unlink(self, name: str) -> None:
         with suppress(FileNotFoundError):
-            os.unlink(self.path / name)
+            os.unlink(f"{self._dir}/{name}")
 
 
 def _is_natural(value: object) -> bool:
@@ -312,3 +376,95 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+class _Job:
+    """One call run on a helper thread; ``wait`` returns the exception it raised, if any."""
+
+    __slots__ = ("_done", "_fn", "_inbox", "error", "result")
+
+    def __init__(self, fn: Callable[[], object], inbox: queue.SimpleQueue[_Job]) -> None:
+        self._fn = fn
+        self._inbox = inbox
+        self.result: object = None
+        self.error: BaseException | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def run(self) -> None:
+        try:
+            self.result = self._fn()
+        except BaseException as exc:  # handed to the waiter
+            self.error = exc
+        finally:
+            self._done.release()
+
+    def wait(self) -> BaseException | None:
+        """Block until the call has finished; its helper is then free again."""
+        self._done.acquire()
+        _HELPERS.release(self._inbox)
+        return self.error
+
+
+class _Helpers:
+    """Idle daemon threads, reused across commits: starting a thread per commit costs
+    more than the work it takes off the critical path. A commit always waits for its
+    job before it returns, so nothing runs on behalf of a commit after it."""
+
+    def __init__(self) -> None:
+        self._idle: list[queue.SimpleQueue[_Job]] = []
+        # A forked child has none of the parent's threads.
+        os.register_at_fork(after_in_child=self._idle.clear)
+
+    def start(self, fn: Callable[[], object]) -> _Job:
+        try:
+            inbox = self._idle.pop()
+        except IndexError:
+            inbox = queue.SimpleQueue()
+            threading.Thread(
+                target=_serve, args=(inbox,), name="grafos-checkpoint-helper", daemon=True
+            ).start()
+        job = _Job(fn, inbox)
+        inbox.put(job)
+        return job
+
+    def release(self, inbox: queue.SimpleQueue[_Job]) -> None:
+        self._idle.append(inbox)
+
+
+def _serve(inbox: queue.SimpleQueue[_Job]) -> None:
+    while True:
+        inbox.get().run()
+
+
+_HELPERS = _Helpers()
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range: list[Callable[[int, int, int, int], int] | None] = []
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range out now, without waiting for it.
+
+    Only a hint (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``): it gives no
+    durability at all, the fsync that follows does. It lets the disk work while the
+    digest is computed, so that fsync has less left to wait for.
+    """
+    if length <= 0:
+        return
+    if not _sync_file_range:
+        _sync_file_range.append(_load_sync_file_range())
+    function = _sync_file_range[0]
+    if function is not None:
+        function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # errors: the fsync reports them
