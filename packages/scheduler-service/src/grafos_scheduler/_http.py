@@ -87,6 +87,31 @@ class _Forbidden(Exception):
     """A principal acting on what it may not touch (403)."""
 
 
+@attrs.frozen
+class _Now:
+    """One reading of the scheduler's clocks, to turn its monotonic times into answers.
+
+    The scheduler's times are monotonic and mean nothing to a client: answers carry
+    them as seconds from now (exact) and as a UTC ISO 8601 time (for people).
+    """
+
+    monotonic: float
+    wall: float
+
+    def iso(self, at: float) -> str:
+        wall = self.wall + (at - self.monotonic)
+        return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+
+    def until(self, at: float) -> float:
+        return round(max(0.0, at - self.monotonic), 6)
+
+    def iso_or_none(self, at: float | None) -> str | None:
+        return None if at is None else self.iso(at)
+
+    def until_or_none(self, at: float | None) -> float | None:
+        return None if at is None else self.until(at)
+
+
 @attrs.define
 class _Context:
     """What the handlers share: the scheduler, its clock and the metrics."""
@@ -95,15 +120,11 @@ class _Context:
     clock: Clock
     metrics: SchedulerMetrics
 
-    def iso(self, monotonic: float, now_mono: float, now_wall: float) -> str:
-        wall = now_wall + (monotonic - now_mono)
-        return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
-
-    def now(self) -> tuple[float, float]:
-        return self.clock.monotonic(), self.clock.wall()
+    def now(self) -> _Now:
+        return _Now(self.clock.monotonic(), self.clock.wall())
 
     def lease_view(self, lease: Lease) -> LeaseView:
-        mono, wall = self.now()
+        now = self.now()
         pending = None
         reasons: list[Any] = []
         if lease.state is LeaseState.ACTIVE:
@@ -113,9 +134,9 @@ class _Context:
                 pending = PendingPreemptionView(
                     cause=p.cause,
                     reasons=sorted(r.value for r in p.reasons),
-                    requested_at=self.iso(p.requested_at, mono, wall),
-                    deadline=self.iso(p.deadline, mono, wall),
-                    deadline_in=round(max(0.0, p.deadline - mono), 6),
+                    requested_at=now.iso(p.requested_at),
+                    deadline=now.iso(p.deadline),
+                    deadline_in=now.until(p.deadline),
                 )
         return LeaseView(
             lease_id=format_id(lease.lease_id),
@@ -126,15 +147,15 @@ class _Context:
             ttl=lease.ttl,
             fencing_token=lease.fencing_token,
             state=lease.state.value,
-            granted_at=self.iso(lease.granted_at, mono, wall),
-            expires_at=self.iso(lease.expires_at, mono, wall),
-            expires_in=round(max(0.0, lease.expires_at - mono), 6),
+            granted_at=now.iso(lease.granted_at),
+            expires_at=now.iso(lease.expires_at),
+            expires_in=now.until(lease.expires_at),
             reasons=reasons,
             pending_preemption=pending,
         )
 
     def ticket_view(self, ticket: Ticket) -> TicketView:
-        mono, wall = self.now()
+        now = self.now()
         return TicketView(
             ticket_id=format_id(ticket.ticket_id),
             job=ticket.job,
@@ -142,7 +163,7 @@ class _Context:
             priority=ticket.priority,
             slots=ticket.slots,
             ttl=ticket.ttl,
-            requested_at=self.iso(ticket.requested_at, mono, wall),
+            requested_at=now.iso(ticket.requested_at),
         )
 
     def result(self, outcome: Lease | Ticket) -> AcquireResult:
@@ -456,18 +477,17 @@ def renew(
         )
         raise
     pending = ctx.scheduler.pending_preemption(lid)
-    mono, wall = ctx.now()
+    now = ctx.now()
+    deadline = None if pending is None else pending.deadline
     return RenewResult(
         lease_id=lease_id,
         fencing_token=renewed.fencing_token,
-        expires_at=ctx.iso(renewed.expires_at, mono, wall),
-        expires_in=round(max(0.0, renewed.expires_at - mono), 6),
+        expires_at=now.iso(renewed.expires_at),
+        expires_in=now.until(renewed.expires_at),
         preemption_requested=pending is not None,
         preemption_cause=None if pending is None else pending.cause,
-        preemption_deadline=None if pending is None else ctx.iso(pending.deadline, mono, wall),
-        preemption_deadline_in=None
-        if pending is None
-        else round(max(0.0, pending.deadline - mono), 6),
+        preemption_deadline=now.iso_or_none(deadline),
+        preemption_deadline_in=now.until_or_none(deadline),
     )
 
 
@@ -536,7 +556,7 @@ def preempt(
     ctx = _ctx(request)
     lease = ctx.scheduler.get(lid)
     decision = ctx.scheduler.request_preemption(lid, body.cause)
-    mono, wall = ctx.now()
+    now = ctx.now()
     reasons: Any = sorted(r.value for r in decision.reasons)
     _event(
         "preemption_requested",
@@ -551,10 +571,8 @@ def preempt(
         outcome=decision.outcome.value,
         cause=decision.cause,
         reasons=reasons,
-        deadline=None if decision.deadline is None else ctx.iso(decision.deadline, mono, wall),
-        deadline_in=None
-        if decision.deadline is None
-        else round(max(0.0, decision.deadline - mono), 6),
+        deadline=now.iso_or_none(decision.deadline),
+        deadline_in=now.until_or_none(decision.deadline),
     )
 
 
