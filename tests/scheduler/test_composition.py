@@ -115,6 +115,9 @@ def test_preemption_mid_flush_is_deferred_then_fenced(
 
     if executor == "thread":
         scheduler.start()
+    if executor == "tick":
+        # Cleared here, so only the flush's completion can set it again.
+        scheduler.manager.wake.clear()
     store.block = False
     store.let_go.set()
     flusher.join(WAIT)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from grafos_scheduler import (
     FencingTokenMismatch,
+    InvalidRequest,
     Lease,
     LeaseState,
     ManualClock,
     NonPreemptibleReason,
     PreemptionOutcome,
+    Scheduler,
+    SqliteStore,
+    StoreError,
     Ticket,
 )
 
@@ -77,15 +86,91 @@ def test_tokens_survive_many_restarts(make_scheduler: SchedulerFactory) -> None:
     assert scheduler.audit.verify().ok
 
 
-def test_acknowledged_grant_survives_without_close(
-    make_scheduler: SchedulerFactory, db_path: object
+_CRASHING_SCHEDULER = """
+import os, sys
+from grafos_scheduler import Scheduler, SqliteStore
+scheduler = Scheduler(2, SqliteStore(sys.argv[1]))
+lease = scheduler.acquire("job", "w", 0, 1, 3600.0)
+print(f"{lease.lease_id:032x} {lease.fencing_token}", flush=True)
+os._exit(0)  # no close, no cleanup: as if the process were killed after acknowledging
+"""
+
+
+def test_acknowledged_grant_survives_a_killed_process(
+    make_scheduler: SchedulerFactory, db_path: Path
 ) -> None:
-    first = make_scheduler(2)
-    lease = _lease(first.acquire("job", "w", 0, 1, 50.0))
-    # A second connection sees the committed grant before the first is closed.
+    done = subprocess.run(
+        [sys.executable, "-c", _CRASHING_SCHEDULER, str(db_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lease_hex, token = done.stdout.split()
+    # The dead process's owner lock went with it: a new scheduler may open the file.
     second = make_scheduler(2)
-    assert second.get(lease.lease_id).state is LeaseState.ACTIVE
-    assert second.get(lease.lease_id).fencing_token == 1
+    restored = second.get(int(lease_hex, 16))
+    assert restored.state is LeaseState.ACTIVE
+    assert restored.fencing_token == int(token) == 1
+    assert second.used_slots == 1
+    assert second.audit.verify().ok
+
+
+def test_a_second_scheduler_on_one_file_is_refused(
+    make_scheduler: SchedulerFactory, db_path: Path
+) -> None:
+    first = make_scheduler(1)
+    first.acquire("j1", "w", 0, 1, 10.0)
+    with pytest.raises(StoreError, match=re.escape(str(db_path) + ".lock")):
+        make_scheduler(1)
+    # Reading needs no lock: the CLI's audit verify and leases list keep working.
+    with SqliteStore(db_path) as reader:
+        assert [r.job for r in reader.list_leases()] == ["j1"]
+    first.close()
+    assert make_scheduler(1).used_slots == 1
+
+
+def test_an_ended_lease_never_goes_back_to_active_in_the_store(
+    scheduler: Scheduler, db_path: Path
+) -> None:
+    lease = _lease(scheduler.acquire("j", "w", 0, 1, 10.0))
+    stale = scheduler._active[lease.lease_id]  # the row as it was while ACTIVE
+    scheduler.release(lease.lease_id)
+    with (
+        pytest.raises(StoreError, match="not an ACTIVE lease"),
+        scheduler._store.transaction() as txn,
+    ):
+        txn.update_lease(stale)
+    assert scheduler.get(lease.lease_id).state is LeaseState.RELEASED
+
+
+@pytest.mark.parametrize(("held", "capacity"), [(4, 2), (3, 1)])
+def test_restart_with_a_capacity_below_the_held_slots_is_refused(
+    make_scheduler: SchedulerFactory, clock: ManualClock, held: int, capacity: int
+) -> None:
+    first = make_scheduler(4)
+    for i in range(held):
+        first.acquire(f"j{i}", "w", 0, 1, 100.0)
+    head = first.audit.head()
+    first.close()
+    with pytest.raises(InvalidRequest, match=rf"capacity {capacity} .* {held} slots"):
+        make_scheduler(capacity)
+    third = make_scheduler(held)
+    assert third.used_slots == held <= third.capacity
+    # The refused start wrote nothing: its restart record is not in the chain.
+    kinds = [r.kind for r in third.audit.records(after_seq=head[0], limit=10)]
+    assert kinds == ["restart"]
+
+
+def test_restart_with_a_capacity_below_a_waiting_ticket_is_refused(
+    make_scheduler: SchedulerFactory,
+) -> None:
+    first = make_scheduler(4)
+    first.acquire("small", "w", 9, 1, 100.0)
+    assert isinstance(first.acquire("wide", "w", 0, 4, 100.0), Ticket)
+    first.close()
+    with pytest.raises(InvalidRequest, match="pending ticket of 4 slots"):
+        make_scheduler(2)
 
 
 @pytest.mark.parametrize("advance", [0.0, 9.5])
@@ -103,3 +188,25 @@ def test_active_lease_keeps_its_remaining_time(
     with pytest.raises(FencingTokenMismatch):
         second.renew(lease.lease_id, 99)
     assert second.renew(lease.lease_id, 1).expires_at == advance + 10.0
+
+
+def test_a_repeated_request_for_a_restored_unmarked_preemption_carries_it_out(
+    make_scheduler: SchedulerFactory,
+) -> None:
+    # Found by the state machine: markers do not survive a restart, so a pending
+    # preemption read back from the store has nothing left to defer it.
+    first = make_scheduler(2)
+    lease = _lease(first.acquire("job", "w", 0, 1, 100.0))
+    first.manager.mark_non_preemptible(lease.lease_id, NonPreemptibleReason.CHECKPOINT_IN_PROGRESS)
+    assert first.request_preemption(lease.lease_id, "room").outcome is PreemptionOutcome.DEFERRED
+    first.close()
+
+    second = make_scheduler(2)
+    decision = second.request_preemption(lease.lease_id, "again")
+    assert decision.outcome is PreemptionOutcome.PREEMPTED
+    assert decision.cause == "room", "the original request's cause stands"
+    assert second.get(lease.lease_id).state is LeaseState.PREEMPTED
+    kinds = [r.kind for r in second.audit.records(after_seq=0, limit=1000)]
+    assert kinds.count("preemption_requested") == 1, kinds
+    assert kinds.count("preemption_executed") == 1, kinds
+    assert second.audit.verify().ok

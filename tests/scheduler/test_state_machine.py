@@ -238,10 +238,16 @@ class SchedulerMachine(RuleBasedStateMachine):
     def markers_match_and_never_negative(self) -> None:
         manager = self.scheduler.manager
         for (lease_id, reason), count in self.marks.items():
+            assert count >= 0, (lease_id, reason, count)  # the model clamps at zero
             actual = manager.marker_count(lease_id, reason)
-            assert actual >= 0
             if manager.is_tracked(lease_id):
+                # Clears past zero were absorbed: one more mark makes exactly count + 1.
                 assert actual == count, (lease_id, reason, actual, count)
+                # A held marker is a reason (remote reports may add others).
+                assert count == 0 or reason in manager.reasons(lease_id)
+            else:
+                assert actual == 0, (lease_id, reason, actual)
+                assert manager.reasons(lease_id) == frozenset()
 
     @invariant()
     def deferred_preemptions_meet_their_deadline(self) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from grafos_scheduler import NonPreemptibleReason, Scheduler
+from grafos_scheduler import NonPreemptibleReason, Scheduler, SqliteStore, TokenConfig, create_app
 
 Client = TestClient[Litestar]
 Headers = dict[str, dict[str, str]]
@@ -359,3 +361,37 @@ def test_unexpected_errors_are_500_without_traceback(
     assert body["error"] == "internal_error"
     assert "disk on fire" not in r.text
     assert any("disk on fire" in (rec.exc_text or str(rec.exc_info)) for rec in caplog.records)
+
+
+def test_a_store_failure_is_a_503_that_leaks_nothing(
+    tmp_path: Path, tokens: TokenConfig, headers: dict[str, dict[str, str]]
+) -> None:
+    # A real failure: another connection holds the database's write lock past the
+    # scheduler's busy timeout, so the acquire's transaction cannot begin.
+    db = tmp_path / "locked.db"
+    with Scheduler(2, SqliteStore(db, busy_timeout=0.2), max_defer=30.0) as scheduler:
+        blocker = sqlite3.connect(db, isolation_level=None)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
+            with TestClient(create_app(scheduler, tokens), raise_server_exceptions=False) as c:
+                answer = c.post(
+                    "/v1/leases",
+                    json={"job": "j", "priority": 0, "slots": 1, "ttl": 10},
+                    headers=headers["alice"],
+                )
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert answer.status_code == 503, answer.text
+        body = answer.json()
+        assert body["error"] == "store_unavailable"
+        assert str(tmp_path) not in answer.text, "the server's paths stay in its log"
+        assert "Traceback" not in answer.text
+        # Nothing half-done: once the lock is gone the same request succeeds.
+        with TestClient(create_app(scheduler, tokens)) as c:
+            again = c.post(
+                "/v1/leases",
+                json={"job": "j", "priority": 0, "slots": 1, "ttl": 10},
+                headers=headers["alice"],
+            )
+        assert again.status_code == 201, again.text

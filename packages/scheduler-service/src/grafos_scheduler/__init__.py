@@ -35,6 +35,8 @@ from ._errors import JobAlreadyLeased as JobAlreadyLeased
 from ._errors import LeaseExpired as LeaseExpired
 from ._errors import LeaseNotActive as LeaseNotActive
 from ._errors import SchedulerError as SchedulerError
+from ._errors import StoreClosed as StoreClosed
+from ._errors import StoreError as StoreError
 from ._errors import UnknownLease as UnknownLease
 from ._errors import UnknownTicket as UnknownTicket
 from ._lease import Lease as Lease
@@ -49,7 +51,6 @@ from ._preemption import PreemptionManager as PreemptionManager
 from ._preemption import PreemptionOutcome as PreemptionOutcome
 from ._scheduler import Scheduler as Scheduler
 from ._sqlite_store import SqliteStore as SqliteStore
-from ._sqlite_store import StoreClosed as StoreClosed
 from ._store import LeaseRow as LeaseRow
 from ._store import SchedulerStore as SchedulerStore
 from ._store import StoreTransaction as StoreTransaction
@@ -119,6 +120,7 @@ __all__ = [
     "ServiceUnavailable",
     "SqliteStore",
     "StoreClosed",
+    "StoreError",
     "StoreTransaction",
     "SystemClock",
     "Ticket",

@@ -38,6 +38,9 @@ class AuditKind(enum.Enum):
     PREEMPTION_DEFERRED = "preemption_deferred"
     PREEMPTION_EXECUTED = "preemption_executed"
     PREEMPTION_FORCED = "preemption_forced"
+    # A waiting ticket's shortfall that the leases below its priority cannot cover:
+    # nothing is preempted. Recorded again only when the shortfall or the room changes.
+    PREEMPTION_REFUSED = "preemption_refused"
 
 
 @attrs.frozen
@@ -232,7 +235,11 @@ class AuditLog:
         self._source = source
 
     def verify(self, *, page: int = 1000) -> AuditVerification:
-        """Walk the whole chain and report the first bad seq, or success."""
+        """Walk the whole chain and report the first bad seq, or success.
+
+        ``page`` is how many records are read at a time, from 1 to MAX_PAGE.
+        """
+        check_count(page, "page", 1, MAX_PAGE)
         verifier = ChainVerifier()
         after = 0
         while True:

@@ -14,6 +14,21 @@ class SchedulerError(Exception):
     """Base class of every error raised by :mod:`grafos_scheduler`."""
 
 
+class StoreError(SchedulerError):
+    """The store failed (I/O, lock, corruption, a concurrent writer); names the store.
+
+    The change that was being made did not happen: its transaction rolled back.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class StoreClosed(StoreError):
+    """The store was closed."""
+
+
 class InvalidRequest(SchedulerError, ValueError):
     """A bad argument: slots, ttl, priority, a name, an id. Nothing was changed."""
 

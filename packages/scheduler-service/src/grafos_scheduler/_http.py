@@ -43,6 +43,7 @@ from ._errors import (
     LeaseExpired,
     LeaseNotActive,
     SchedulerError,
+    StoreError,
     UnknownLease,
     UnknownTicket,
 )
@@ -349,6 +350,23 @@ def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respon
         if exc.status_code in (404, 405):
             message = f"{request.method} {request.url.path}: {exc.detail}"
         return _error(exc.status_code, code, message)
+    if isinstance(exc, StoreError):
+        # The database failed (disk, lock timeout): not the client's fault, and worth
+        # a retry. The path and the driver's words stay in the server log.
+        reference = uuid.uuid4().hex[:12]
+        logger.error(
+            "store error %s on %s %s",
+            reference,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+            extra={"event": "store_error", "reference": reference},
+        )
+        return _error(
+            503,
+            "store_unavailable",
+            f"the scheduler's store failed; retry later (server log reference {reference})",
+        )
     if isinstance(exc, SchedulerError):
         # A domain refusal without a mapping of its own is still the client's request.
         return _error(409, "conflict", str(exc))
@@ -377,12 +395,13 @@ _ERRORS = {
         404: "Unknown lease or ticket",
         409: "Stale fencing token, or the job already holds a lease",
         410: "The lease expired or ended",
+        503: "The scheduler's store failed (disk, lock timeout); retry later",
     }.items()
 }
 
 
 def _errors(*codes: int) -> dict[int, ResponseSpec]:
-    return {c: _ERRORS[c] for c in (400, 401, *codes)}
+    return {c: _ERRORS[c] for c in (400, 401, *codes, 503)}
 
 
 LeaseIdPath = Annotated[

@@ -14,6 +14,9 @@ from ._errors import InvalidRequest
 ID_BITS = 128
 ID_LIMIT = 2**ID_BITS
 MAX_NAME_LENGTH = 256
+#: Priorities are signed 64-bit integers, as every store keeps them.
+MIN_PRIORITY = -(2**63)
+MAX_PRIORITY = 2**63 - 1
 
 
 class LeaseState(enum.Enum):
@@ -65,6 +68,12 @@ def check_name(value: object, what: str) -> str:
         raise InvalidRequest(
             f"{what} {value!r} must be a non-empty string of at most {MAX_NAME_LENGTH} characters"
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            f"{what} {value!r} is not valid Unicode text (it holds a lone surrogate)"
+        ) from None
     return value
 
 
@@ -96,9 +105,13 @@ def check_seconds(value: object, what: str, *, allow_zero: bool = False) -> floa
 
 
 def check_priority(value: object) -> int:
-    """Return an int priority (higher wins), else raise InvalidRequest."""
+    """Return a signed 64-bit int priority (higher wins), else raise InvalidRequest."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidRequest(f"priority {value!r} is not an integer")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidRequest(
+            f"priority {value!r} is out of range: it must be from {MIN_PRIORITY} to {MAX_PRIORITY}"
+        )
     return value
 
 

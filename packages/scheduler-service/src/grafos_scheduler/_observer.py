@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 
 from ._preemption import NonPreemptibleReason, PreemptionManager
 
 _log = logging.getLogger("grafos_scheduler")
 _CHECKPOINT = NonPreemptibleReason.CHECKPOINT_IN_PROGRESS
+# How many lease ids the observer remembers having warned about.
+_WARNED_MAX = 4096
 
 
 class PreemptionFlushObserver:
@@ -17,17 +20,20 @@ class PreemptionFlushObserver:
     ``on_flush_start`` marks the lease CHECKPOINT_IN_PROGRESS; ``on_flush_complete``
     clears it. For a lease the manager does not track (released, expired, fenced or
     preempted concurrently, or never granted) it logs a WARNING naming the lease id,
-    counts the miss in :attr:`misses`, and returns. It never raises and never blocks
+    counts the miss in :attr:`misses`, and returns. Every miss is counted, but only the
+    first for a lease id logs a WARNING (later ones log at DEBUG), so a zombie worker
+    flushing in a loop cannot flood the logs. It never raises and never blocks
     on I/O: a failed notification is a sideband condition, the checkpoint is the
     source of truth.
     """
 
-    __slots__ = ("_count_lock", "_manager", "_misses")
+    __slots__ = ("_count_lock", "_manager", "_misses", "_warned")
 
     def __init__(self, manager: PreemptionManager) -> None:
         self._manager = manager
         self._count_lock = threading.Lock()
         self._misses = 0
+        self._warned: OrderedDict[object, None] = OrderedDict()
 
     @property
     def manager(self) -> PreemptionManager:
@@ -61,13 +67,22 @@ class PreemptionFlushObserver:
             self._miss(lease_id, "on_flush_complete")
 
     def _miss(self, lease_id: int, method: str) -> None:
-        with self._count_lock:
-            self._misses += 1
         try:
             shown = f"{lease_id:032x}"
         except (TypeError, ValueError):
             shown = repr(lease_id)
-        _log.warning("%s: lease %s is not tracked by the scheduler", method, shown)
+        with self._count_lock:
+            self._misses += 1
+            try:
+                first = lease_id not in self._warned
+                if first:
+                    self._warned[lease_id] = None
+                    if len(self._warned) > _WARNED_MAX:
+                        self._warned.popitem(last=False)
+            except TypeError:  # unhashable garbage: warn each time, it is a caller's bug
+                first = True
+        level = logging.WARNING if first else logging.DEBUG
+        _log.log(level, "%s: lease %s is not tracked by the scheduler", method, shown)
 
     def __repr__(self) -> str:
         return f"PreemptionFlushObserver(misses={self.misses})"

@@ -11,7 +11,7 @@ import enum
 import heapq
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import attrs
 
@@ -91,15 +91,42 @@ class _Pending:
         self.deadline = deadline
 
 
+class _Level:
+    """The tracked leases of one priority.
+
+    ``order`` holds every lease, oldest first by stamp (grant, or latest completed
+    flush). ``free`` holds the leases that can be preempted now (unmarked, not pending),
+    also in stamp order: reversed, it yields "least work at risk, then youngest" in
+    O(victims). A lease that returns to ``free`` without a new stamp (an operator
+    hold or a remote report cleared) and would break the order goes to ``late``, a
+    short list sorted by stamp, merged in when victims are chosen.
+    """
+
+    __slots__ = ("free", "late", "order", "pending_slots", "slots")
+
+    def __init__(self) -> None:
+        self.order: dict[int, None] = {}
+        self.free: dict[int, None] = {}
+        self.late: list[tuple[int, int]] = []  # (stamp, lease id), ascending
+        self.slots = 0
+        self.pending_slots = 0
+
+
+# Where an entry sits in its level's preemptible-now set.
+_NOT_FREE, _FREE, _LATE = 0, 1, 2
+
+
 class _Entry:
     # One tracked lease. Markers are keyed by the reason's value string: an Enum's
     # __hash__ is a Python function, a str's is cached, and mark/clear is the hot path.
-    __slots__ = ("bucket", "markers", "pending", "priority", "remote", "slots")
+    __slots__ = ("free", "level", "markers", "pending", "priority", "remote", "slots", "stamp")
 
-    def __init__(self, priority: int, slots: int, bucket: dict[int, None]) -> None:
+    def __init__(self, priority: int, slots: int, level: _Level, stamp: int) -> None:
         self.priority = priority
         self.slots = slots
-        self.bucket = bucket
+        self.level = level
+        self.stamp = stamp
+        self.free = _NOT_FREE
         self.markers: dict[str, int] = {}
         self.remote: frozenset[NonPreemptibleReason] = frozenset()
         self.pending: _Pending | None = None
@@ -119,6 +146,9 @@ class PreemptionManager:
     - A clear never carries a preemption out: it records the lease as ready and sets
       :attr:`wake`. The executor (:meth:`Scheduler.tick` and its thread) calls
       :meth:`take_due` and does the work. No method calls back into the scheduler.
+    - A lease handed out for preemption (PREEMPTED by :meth:`request_preemption`, or
+      by :meth:`take_due`) is no longer tracked; its owner either ends it and calls
+      :meth:`untrack`, or, when it could not, hands it back with :meth:`restore_taken`.
 
     Thread-safe. Lock order: a caller may hold its own lock while calling in; the
     manager never calls out while holding its lock.
@@ -129,12 +159,11 @@ class PreemptionManager:
         self._max_defer = check_seconds(max_defer, "max_defer", allow_zero=True)
         self._lock = threading.Lock()
         self._tracked: dict[int, _Entry] = {}
-        # Per priority, lease ids in order of their latest completed flush (or grant):
-        # reversed iteration is "least work at risk, then youngest" in O(victims).
-        self._buckets: dict[int, dict[int, None]] = {}
-        self._bucket_slots: dict[int, int] = {}
-        self._pending_slots: dict[int, int] = {}
+        # Handed out for preemption, not yet ended by the owner: kept to hand back.
+        self._taken: dict[int, _Entry] = {}
+        self._levels: dict[int, _Level] = {}
         self._priorities: list[int] = []
+        self._stamp = 0
         self._ready: deque[int] = deque()
         self._deadlines: list[tuple[float, int]] = []
         #: Set whenever a preemption may have become due; the executor waits on it.
@@ -153,36 +182,69 @@ class PreemptionManager:
         check_priority(priority)
         check_slots(slots)
         with self._lock:
-            if lease_id in self._tracked:
+            if lease_id in self._tracked or lease_id in self._taken:
                 raise InvalidRequest(f"lease {lease_id:032x} is already tracked")
-            bucket = self._buckets.get(priority)
-            if bucket is None:
-                bucket = self._buckets[priority] = {}
-                self._bucket_slots[priority] = 0
-                self._pending_slots[priority] = 0
-                bisect.insort(self._priorities, priority)
-            bucket[lease_id] = None
-            self._bucket_slots[priority] += slots
-            self._tracked[lease_id] = _Entry(priority, slots, bucket)
+            level = self._level_locked(priority)
+            self._stamp += 1
+            entry = _Entry(priority, slots, level, self._stamp)
+            level.order[lease_id] = None
+            level.slots += slots
+            self._tracked[lease_id] = entry
+            self._free_locked(lease_id, entry)
+
+    def _level_locked(self, priority: int) -> _Level:
+        level = self._levels.get(priority)
+        if level is None:
+            level = self._levels[priority] = _Level()
+            bisect.insort(self._priorities, priority)
+        return level
 
     def untrack(self, lease_id: int) -> bool:
-        """Stop tracking a lease that ended; drops its markers and pending preemption."""
+        """Stop tracking a lease that ended; drops its markers and pending preemption.
+
+        Also forgets a lease handed out for preemption (its owner ended it).
+        """
         with self._lock:
+            if self._taken.pop(lease_id, None) is not None:
+                return True
             return self._untrack_locked(lease_id) is not None
 
     def _untrack_locked(self, lease_id: int) -> _Entry | None:
         entry = self._tracked.pop(lease_id, None)
         if entry is None:
             return None
-        p = entry.priority
-        del entry.bucket[lease_id]
-        self._bucket_slots[p] -= entry.slots
+        level = entry.level
+        self._unfree_locked(lease_id, entry)
+        del level.order[lease_id]
+        level.slots -= entry.slots
         if entry.pending is not None:
-            self._pending_slots[p] -= entry.slots
-        if not entry.bucket:
-            del self._buckets[p], self._bucket_slots[p], self._pending_slots[p]
-            del self._priorities[bisect.bisect_left(self._priorities, p)]
+            level.pending_slots -= entry.slots
+        if not level.order:
+            del self._levels[entry.priority]
+            del self._priorities[bisect.bisect_left(self._priorities, entry.priority)]
         return entry
+
+    def _free_locked(self, lease_id: int, entry: _Entry) -> None:
+        """Put an unmarked, not pending lease into its level's preemptible-now set."""
+        if entry.free or entry.pending is not None or entry.markers or entry.remote:
+            return
+        level = entry.level
+        free = level.free
+        last = next(reversed(free), None) if free else None
+        if last is None or self._tracked[last].stamp < entry.stamp:
+            free[lease_id] = None
+            entry.free = _FREE
+        else:
+            bisect.insort(level.late, (entry.stamp, lease_id))
+            entry.free = _LATE
+
+    def _unfree_locked(self, lease_id: int, entry: _Entry) -> None:
+        if entry.free == _FREE:
+            del entry.level.free[lease_id]
+        elif entry.free == _LATE:
+            late = entry.level.late
+            del late[bisect.bisect_left(late, (entry.stamp, lease_id))]
+        entry.free = _NOT_FREE
 
     def is_tracked(self, lease_id: int) -> bool:
         """True while the lease is tracked (ACTIVE and not being preempted)."""
@@ -204,13 +266,19 @@ class PreemptionManager:
                 return False
             markers = entry.markers
             markers[key] = markers.get(key, 0) + 1
+            if entry.free == _FREE:  # its first marker: no longer preemptible now
+                del entry.level.free[lease_id]
+                entry.free = _NOT_FREE
+            elif entry.free:
+                self._unfree_locked(lease_id, entry)
             return True
 
     def clear_non_preemptible(self, lease_id: int, reason: NonPreemptibleReason) -> bool:
         """Remove one ``reason`` marker (never below zero); False if not tracked.
 
         When the last marker of a lease with a pending preemption clears, the lease is
-        queued for the executor and :attr:`wake` is set. Nothing else happens here.
+        queued for the executor and :attr:`wake` is set. Nothing else happens here. A
+        clear with no such marker changes nothing (not even the victim order).
         """
         if type(reason) is not NonPreemptibleReason:
             raise InvalidRequest(f"{reason!r} is not a NonPreemptibleReason")
@@ -225,14 +293,24 @@ class PreemptionManager:
                 markers[key] = count - 1
             elif count == 1:
                 del markers[key]
+            else:
+                return True  # nothing to clear
             if key == _CHECKPOINT_KEY:
                 # A completed flush puts this lease last: least work at risk.
-                bucket = entry.bucket
-                del bucket[lease_id]
-                bucket[lease_id] = None
-            if entry.pending is not None and not markers and not entry.remote:
-                self._ready.append(lease_id)
-                self.wake.set()
+                self._stamp += 1
+                entry.stamp = self._stamp
+                order = entry.level.order
+                del order[lease_id]
+                order[lease_id] = None
+            if not markers and not entry.remote:
+                if entry.pending is not None:
+                    self._ready.append(lease_id)
+                    self.wake.set()
+                elif key == _CHECKPOINT_KEY:
+                    entry.level.free[lease_id] = None  # the newest stamp: in order
+                    entry.free = _FREE
+                else:
+                    self._free_locked(lease_id, entry)
             return True
 
     def marker_count(self, lease_id: int, reason: NonPreemptibleReason) -> int:
@@ -255,9 +333,14 @@ class PreemptionManager:
             if entry is None:
                 return False
             entry.remote = reported
-            if entry.pending is not None and not reported and not entry.markers:
-                self._ready.append(lease_id)
-                self.wake.set()
+            if reported:
+                self._unfree_locked(lease_id, entry)
+            elif not entry.markers:
+                if entry.pending is not None:
+                    self._ready.append(lease_id)
+                    self.wake.set()
+                else:
+                    self._free_locked(lease_id, entry)
             return True
 
     def reasons(self, lease_id: int) -> frozenset[NonPreemptibleReason]:
@@ -272,14 +355,22 @@ class PreemptionManager:
         """Decide a preemption: PREEMPTED now, DEFERRED, or NOT_TRACKED.
 
         PREEMPTED stops tracking the lease at once (later markers return False); the
-        caller must carry the preemption out. A lease that is already pending keeps its
-        original deadline and cause.
+        caller must carry the preemption out, then call :meth:`untrack` (or
+        :meth:`restore_taken` if it could not). A lease that is already pending keeps
+        its original deadline and cause. Callers of a :class:`Scheduler` go through
+        :meth:`Scheduler.request_preemption`, which does all of this.
         """
         now = self._clock.monotonic()
         with self._lock:
             entry = self._tracked.get(lease_id)
             if entry is None:
                 return PreemptionDecision(lease_id, PreemptionOutcome.NOT_TRACKED, cause)
+            if entry.pending is not None and not entry.markers and not entry.remote:
+                # Pending but unmarked (its markers cleared, or it was restored after a
+                # restart): nothing defers it any more, so it is carried out now.
+                cause = entry.pending.cause
+                self._take_out_locked(lease_id)
+                return PreemptionDecision(lease_id, PreemptionOutcome.PREEMPTED, cause)
             if entry.pending is not None:
                 return PreemptionDecision(
                     lease_id,
@@ -289,7 +380,7 @@ class PreemptionManager:
                     entry.pending.deadline,
                 )
             if not entry.markers and not entry.remote:
-                self._untrack_locked(lease_id)
+                self._take_out_locked(lease_id)
                 return PreemptionDecision(lease_id, PreemptionOutcome.PREEMPTED, cause)
             deadline = now + self._max_defer
             self._set_pending_locked(lease_id, entry, _Pending(cause, now, deadline))
@@ -297,9 +388,50 @@ class PreemptionManager:
                 lease_id, PreemptionOutcome.DEFERRED, cause, _reasons_of(entry), deadline
             )
 
+    def _take_out_locked(self, lease_id: int) -> _Entry:
+        entry = self._untrack_locked(lease_id)
+        assert entry is not None
+        self._taken[lease_id] = entry
+        return entry
+
+    def restore_taken(self, lease_id: int) -> bool:
+        """Hand back a lease taken for preemption that its owner could not end.
+
+        The lease is tracked again exactly as it was: its markers, its place in the
+        victim order, and its pending preemption with the same cause and deadline
+        (queued for the executor again). False if it was not taken.
+        """
+        with self._lock:
+            entry = self._taken.pop(lease_id, None)
+            if entry is None:
+                return False
+            level = self._level_locked(entry.priority)
+            entry.level = level
+            entry.free = _NOT_FREE
+            order = level.order
+            last = next(reversed(order), None) if order else None
+            order[lease_id] = None
+            if last is not None and self._tracked[last].stamp > entry.stamp:
+                # Rare (a failed store write): rebuild this level's order.
+                ids = sorted(order, key=lambda i: (self._tracked.get(i) or entry).stamp)
+                level.order = dict.fromkeys(ids)
+            level.slots += entry.slots
+            self._tracked[lease_id] = entry
+            pending = entry.pending
+            if pending is not None:
+                entry.pending = None
+                self._set_pending_locked(lease_id, entry, pending)
+                if not entry.markers and not entry.remote:
+                    self._ready.append(lease_id)
+            else:
+                self._free_locked(lease_id, entry)
+            self.wake.set()
+            return True
+
     def _set_pending_locked(self, lease_id: int, entry: _Entry, pending: _Pending) -> None:
         entry.pending = pending
-        self._pending_slots[entry.priority] += entry.slots
+        entry.level.pending_slots += entry.slots
+        self._unfree_locked(lease_id, entry)
         heapq.heappush(self._deadlines, (pending.deadline, lease_id))
         self.wake.set()  # the executor's sleep must now end by this deadline
 
@@ -327,7 +459,8 @@ class PreemptionManager:
             if entry is None or entry.pending is None:
                 return False
             entry.pending = None
-            self._pending_slots[entry.priority] -= entry.slots
+            entry.level.pending_slots -= entry.slots
+            self._free_locked(lease_id, entry)
             return True
 
     def pending(self, lease_id: int) -> PendingPreemption | None:
@@ -344,7 +477,7 @@ class PreemptionManager:
     def pending_slots(self) -> int:
         """Slots held by leases whose preemption is pending: they will free soon."""
         with self._lock:
-            return sum(self._pending_slots.values())
+            return sum(level.pending_slots for level in self._levels.values())
 
     def next_deadline(self) -> float | None:
         """The earliest pending deadline, or None; the executor sleeps until then."""
@@ -364,6 +497,8 @@ class PreemptionManager:
 
         Due means: the last marker cleared (carried out), or the deadline passed while
         still marked (forced). A lease re-marked before the executor got to it waits on.
+        The caller ends each lease (then :meth:`untrack`), or hands it back with
+        :meth:`restore_taken` when it could not.
         """
         now = self._clock.monotonic()
         due: list[DuePreemption] = []
@@ -389,12 +524,22 @@ class PreemptionManager:
         pending = entry.pending
         assert pending is not None
         reasons = _reasons_of(entry)
-        self._untrack_locked(lease_id)
+        self._take_out_locked(lease_id)
         return DuePreemption(
             lease_id, pending.cause, pending.requested_at, pending.deadline, forced, reasons
         )
 
     # -- victim choice ---------------------------------------------------------------
+
+    def eligible_slots(self, priority: int) -> int:
+        """Slots that preempting leases below ``priority`` could still free.
+
+        Leases already pending preemption are not counted: their slots are on the way.
+        """
+        with self._lock:
+            below = self._priorities[: bisect.bisect_left(self._priorities, priority)]
+            levels = self._levels
+            return sum(levels[p].slots - levels[p].pending_slots for p in below)
 
     def select_victims(self, slots: int, priority: int) -> list[int]:
         """Choose a minimal set of leases whose preemption frees ``slots`` for ``priority``.
@@ -403,25 +548,37 @@ class PreemptionManager:
         Order of preference: preemptible now before deferred; then the lowest
         priority; then the least work at risk (most recent completed flush, or grant);
         then the youngest. Returns [] when the eligible leases cannot free enough:
-        preempting some of them would not help. O(victims scanned), not O(leases).
+        preempting some of them would not help. Leases that can be preempted now are
+        found in O(victims), however many leases are marked; deferred victims cost
+        O(victims + pending) more, since every preemptible-now lease was taken first.
         """
         if slots <= 0:
             return []
         with self._lock:
             below = self._priorities[: bisect.bisect_left(self._priorities, priority)]
-            eligible = sum(self._bucket_slots[p] - self._pending_slots[p] for p in below)
+            levels = self._levels
+            eligible = sum(levels[p].slots - levels[p].pending_slots for p in below)
             if eligible < slots:
                 return []
             chosen: list[tuple[int, int]] = []
             freed = 0
             tracked = self._tracked
-            for want_marked in (False, True):
+            for p in below:
+                level = levels[p]
+                for lease_id in self._free_newest_first(level):
+                    n = tracked[lease_id].slots
+                    chosen.append((lease_id, n))
+                    freed += n
+                    if freed >= slots:
+                        break
+                if freed >= slots:
+                    break
+            if freed < slots:
+                # Every preemptible-now lease below is chosen; the rest must be deferred.
                 for p in below:
-                    for lease_id in reversed(self._buckets[p]):
+                    for lease_id in reversed(levels[p].order):
                         entry = tracked[lease_id]
-                        if entry.pending is not None:
-                            continue
-                        if (bool(entry.markers) or bool(entry.remote)) is not want_marked:
+                        if entry.pending is not None or entry.free:
                             continue
                         chosen.append((lease_id, entry.slots))
                         freed += entry.slots
@@ -429,11 +586,27 @@ class PreemptionManager:
                             break
                     if freed >= slots:
                         break
-                if freed >= slots:
-                    break
         # Minimal: drop any victim the others already cover, least preferred first.
         for i in range(len(chosen) - 1, -1, -1):
             if freed - chosen[i][1] >= slots:
                 freed -= chosen[i][1]
                 del chosen[i]
         return [lease_id for lease_id, _ in chosen]
+
+    def _free_newest_first(self, level: _Level) -> Iterator[int]:
+        """The level's preemptible-now leases, newest stamp first (``free`` and ``late``)."""
+        late = level.late
+        if not late:
+            yield from reversed(level.free)
+            return
+        tracked = self._tracked
+        i = len(late) - 1
+        for lease_id in reversed(level.free):
+            stamp = tracked[lease_id].stamp
+            while i >= 0 and late[i][0] > stamp:
+                yield late[i][1]
+                i -= 1
+            yield lease_id
+        while i >= 0:
+            yield late[i][1]
+            i -= 1

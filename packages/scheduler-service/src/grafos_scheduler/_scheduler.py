@@ -117,7 +117,12 @@ class Scheduler:
         self.capacity: int = check_count(capacity, "capacity", 1)
         self._store = store
         self._clock: Clock = SystemClock() if clock is None else clock
-        #: The manager tracking ACTIVE leases and their non-preemptible markers.
+        #: The manager tracking ACTIVE leases and their non-preemptible markers. Callers
+        #: use only its marker operations (``mark_non_preemptible``,
+        #: ``clear_non_preemptible``, ``reasons``, ``is_tracked``) and :attr:`wake`.
+        #: Preemption requests go through :meth:`Scheduler.request_preemption`: the
+        #: manager's own ``request_preemption`` only decides, and leaves the lease
+        #: ACTIVE in the store with nobody to carry it out.
         self.manager = PreemptionManager(self._clock, max_defer)
         #: A ``grafos_pipeline.CheckpointFlushObserver`` wired to :attr:`manager`.
         self.observer = PreemptionFlushObserver(self.manager)
@@ -136,6 +141,8 @@ class Scheduler:
         self._ticket_by_job: dict[str, int] = {}
         self._callbacks: dict[int, PreemptCallback] = {}
         self._due_callbacks: deque[tuple[PreemptCallback, Lease]] = deque()
+        # The last refusal audited per ticket, (shortfall, eligible): audited on change.
+        self._refused: dict[int, tuple[int, int]] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         with self._lock:
@@ -151,6 +158,7 @@ class Scheduler:
         with self._store.transaction() as txn:
             rows = txn.active_leases()
             tickets = txn.tickets()
+            self._check_restored_capacity(rows, tickets, wall)
             txn.append_audit(
                 time=wall,
                 kind=AuditKind.START if first_start else AuditKind.RESTART,
@@ -199,6 +207,23 @@ class Scheduler:
                     now + (row.preempt_deadline_wall - wall),
                 )
         self._grant_tickets_locked()
+
+    def _check_restored_capacity(
+        self, rows: list[LeaseRow], tickets: list[TicketRow], wall: float
+    ) -> None:
+        # Refused before anything is written: the store stays as it was.
+        held = sum(r.slots for r in rows if r.expires_wall > wall)
+        if held > self.capacity:
+            raise InvalidRequest(
+                f"capacity {self.capacity} is smaller than the {held} slots held by the "
+                f"ACTIVE leases in the store; restart with a capacity of at least {held}"
+            )
+        widest = max((t.slots for t in tickets), default=0)
+        if widest > self.capacity:
+            raise InvalidRequest(
+                f"capacity {self.capacity} is smaller than a pending ticket of {widest} "
+                f"slots in the store; restart with a capacity of at least {widest}"
+            )
 
     def start(self) -> None:
         """Start the executor thread: expiry, due preemptions, preemption callbacks."""
@@ -274,10 +299,18 @@ class Scheduler:
             if self._closed:
                 return
             self._expire_due_locked()
+            failure: Exception | None = None
             for due in self.manager.take_due():
-                self._carry_out_locked(due)
+                # Each due preemption on its own: a failed one is handed back to the
+                # manager (same cause and deadline) and the others still go.
+                try:
+                    self._carry_out_locked(due)
+                except Exception as exc:
+                    failure = failure or exc
             self._grant_tickets_locked()
         self._run_callbacks()
+        if failure is not None:
+            raise failure
 
     def _run_callbacks(self) -> None:
         while True:
@@ -412,7 +445,18 @@ class Scheduler:
         return self._to_lease(row)
 
     def _grant_tickets_locked(self) -> dict[int, Lease]:
-        """Grant queued tickets in order while the head fits (no overtaking)."""
+        """Grant queued tickets in order while the head fits (no overtaking).
+
+        Then, for the tickets still waiting, ask for the preemptions they need now
+        (victims may have become eligible since they queued); unmarked victims go at
+        once and free room for the next round.
+        """
+        granted = self._grant_fitting_locked()
+        while self._ticket_order and self._preempt_for_queue_locked():
+            granted.update(self._grant_fitting_locked())
+        return granted
+
+    def _grant_fitting_locked(self) -> dict[int, Lease]:
         granted: dict[int, Lease] = {}
         while self._ticket_order:
             ticket_id = self._ticket_order[0][2]
@@ -425,6 +469,7 @@ class Scheduler:
             self._ticket_order.pop(0)
             del self._tickets[ticket_id]
             del self._ticket_by_job[t.job]
+            self._refused.pop(ticket_id, None)
         return granted
 
     def _end_locked(
@@ -454,22 +499,26 @@ class Scheduler:
         heap = self._expiry
         expired = False
         while heap and heap[0][0] <= now:
-            expires_at, lease_id = heapq.heappop(heap)
+            expires_at, lease_id = heap[0]
             row = self._active.get(lease_id)
-            if row is None or row.expires_at != expires_at:
-                continue  # ended already, or renewed: a later entry stands for it
-            self._end_locked(
-                row,
-                LeaseState.EXPIRED,
-                [(AuditKind.EXPIRE, {"expires_wall": row.expires_wall, "while_down": False})],
-            )
-            expired = True
+            if row is not None and row.expires_at == expires_at:
+                # Popped only once the expiry committed: a failed write leaves the
+                # entry in place, and the next call tries again.
+                self._end_locked(
+                    row,
+                    LeaseState.EXPIRED,
+                    [(AuditKind.EXPIRE, {"expires_wall": row.expires_wall, "while_down": False})],
+                )
+                expired = True
+            # else: ended already, or renewed: a later entry stands for it
+            heapq.heappop(heap)
         if expired:
-            self._grant_tickets_locked()
+            self._follow_up_locked()
 
     def _carry_out_locked(self, due: DuePreemption) -> None:
         row = self._active.get(due.lease_id)
         if row is None:
+            self.manager.untrack(due.lease_id)
             return
         kind = AuditKind.PREEMPTION_FORCED if due.forced else AuditKind.PREEMPTION_EXECUTED
         data = {
@@ -484,27 +533,50 @@ class Scheduler:
             raise
 
     def _retrack(self, row: LeaseRow) -> None:
-        # The store refused the change: the lease is still ACTIVE, so track it again.
-        if row.lease_id in self._active and not self.manager.is_tracked(row.lease_id):
+        # The store refused the change: the lease is still ACTIVE, so the manager gets
+        # it back as it was (markers, order, pending preemption with its deadline).
+        if (
+            row.lease_id in self._active
+            and not self.manager.is_tracked(row.lease_id)
+            and not self.manager.restore_taken(row.lease_id)
+        ):
             self.manager.track(row.lease_id, row.priority, row.slots)
 
-    def _request_preemption_locked(self, row: LeaseRow, cause: str) -> PreemptionDecision:
+    def _follow_up_locked(self) -> None:
+        """Grant tickets after a change that already committed; never raises.
+
+        The change stands whatever happens here: a failure is logged and the
+        executor tries again on its next tick.
+        """
+        try:
+            self._grant_tickets_locked()
+        except Exception:
+            _log.exception("granting queued tickets failed; the executor will retry")
+            self.manager.wake.set()
+
+    def _request_preemption_locked(
+        self, row: LeaseRow, cause: str, *, grant: bool = True
+    ) -> PreemptionDecision:
         already = row.preempt_cause is not None
         decision = self.manager.request_preemption(row.lease_id, cause)
         if decision.outcome is PreemptionOutcome.PREEMPTED:
+            executed: tuple[AuditKind, Mapping[str, Any]] = (
+                AuditKind.PREEMPTION_EXECUTED,
+                {"cause": decision.cause, "reasons": []},
+            )
+            # A pending request was audited when it was made; only the execution is new.
+            records = (
+                [executed]
+                if already
+                else [(AuditKind.PREEMPTION_REQUESTED, {"cause": cause}), executed]
+            )
             try:
-                self._end_locked(
-                    row,
-                    LeaseState.PREEMPTED,
-                    [
-                        (AuditKind.PREEMPTION_REQUESTED, {"cause": cause}),
-                        (AuditKind.PREEMPTION_EXECUTED, {"cause": cause, "reasons": []}),
-                    ],
-                )
+                self._end_locked(row, LeaseState.PREEMPTED, records)
             except BaseException:
                 self._retrack(row)
                 raise
-            self._grant_tickets_locked()
+            if grant:
+                self._follow_up_locked()
         elif decision.outcome is PreemptionOutcome.DEFERRED and not already:
             assert decision.deadline is not None
             now, wall = self._now()
@@ -575,7 +647,8 @@ class Scheduler:
             if not queue_ahead and slots <= self.capacity - self._used:
                 return self._grant_locked(job, holder, priority, slots, ttl, None)
             ticket = self._queue_locked(job, holder, priority, slots, ttl)
-            self._preempt_for_locked(ticket)
+            # The ticket is committed: a failure to preempt for it is the executor's.
+            self._follow_up_locked()
             result: Lease | Ticket = self._to_ticket(ticket)
             if ticket.ticket_id not in self._tickets:
                 # Unmarked victims went at once and the ticket was granted already.
@@ -619,21 +692,64 @@ class Scheduler:
         self._add_ticket(row)
         return row
 
-    def _preempt_for_locked(self, ticket: TicketRow) -> None:
-        # Slots still needed by every ticket at or above this priority (this one
-        # included), after what is free and what pending preemptions will free.
-        demand = sum(t.slots for t in self._tickets.values() if t.priority >= ticket.priority)
-        shortfall = demand - (self.capacity - self._used) - self.manager.pending_slots()
-        victims = self.manager.select_victims(shortfall, ticket.priority)
-        cause = (
-            f"free {ticket.slots} slots for ticket {id_hex(ticket.ticket_id)} "
-            f"(job {ticket.job!r}, priority {ticket.priority})"
-        )
-        for lease_id in victims:
-            row = self._active.get(lease_id)
-            if row is not None:
-                self._request_preemption_locked(row, cause)
-        self._grant_tickets_locked()
+    def _preempt_for_queue_locked(self) -> bool:
+        """Request the preemptions the waiting tickets need; True if any went at once.
+
+        Tickets are served in queue order, so ticket k needs room for itself and every
+        ticket ahead of it. What is free and what pending preemptions will free count
+        first, so slots already being preempted are never asked for twice. A ticket
+        whose shortfall the leases below it cannot cover is refused preemption, and
+        the refusal is audited once per change of (shortfall, eligible slots).
+        """
+        freed_now = False
+        demand = 0
+        for _neg, _pos, ticket_id in list(self._ticket_order):
+            ticket = self._tickets.get(ticket_id)
+            if ticket is None:
+                continue
+            demand += ticket.slots
+            shortfall = demand - (self.capacity - self._used) - self.manager.pending_slots()
+            if shortfall <= 0:
+                continue
+            victims = self.manager.select_victims(shortfall, ticket.priority)
+            if not victims:
+                self._refuse_locked(ticket, shortfall)
+                continue
+            self._refused.pop(ticket_id, None)
+            cause = (
+                f"free {ticket.slots} slots for ticket {id_hex(ticket.ticket_id)} "
+                f"(job {ticket.job!r}, priority {ticket.priority})"
+            )
+            for lease_id in victims:
+                row = self._active.get(lease_id)
+                if row is not None:
+                    decision = self._request_preemption_locked(row, cause, grant=False)
+                    freed_now |= decision.outcome is PreemptionOutcome.PREEMPTED
+        return freed_now
+
+    def _refuse_locked(self, ticket: TicketRow, shortfall: int) -> None:
+        eligible = self.manager.eligible_slots(ticket.priority)
+        key = (shortfall, eligible)
+        if self._refused.get(ticket.ticket_id) == key:
+            return  # nothing changed since the last refusal was recorded
+        _, wall = self._now()
+        with self._store.transaction() as txn:
+            txn.append_audit(
+                time=wall,
+                kind=AuditKind.PREEMPTION_REFUSED,
+                lease_id=None,
+                job=ticket.job,
+                data={
+                    "ticket_id": id_hex(ticket.ticket_id),
+                    "priority": ticket.priority,
+                    "slots": ticket.slots,
+                    "shortfall": shortfall,
+                    "eligible_slots": eligible,
+                    "free_slots": self.capacity - self._used,
+                    "pending_slots": self.manager.pending_slots(),
+                },
+            )
+        self._refused[ticket.ticket_id] = key
 
     def poll(self, ticket_id: int) -> Lease | Ticket:
         """The ticket while it waits, or the Lease it became; UnknownTicket otherwise."""
@@ -693,7 +809,7 @@ class Scheduler:
             self._expire_due_locked()
             row = self._active_row(lease_id)
             lease = self._end_locked(row, LeaseState.RELEASED, [(AuditKind.RELEASE, {})])
-            self._grant_tickets_locked()
+            self._follow_up_locked()
             return lease
 
     def fence(self, lease_id: int) -> Lease:
@@ -706,7 +822,7 @@ class Scheduler:
             lease = self._end_locked(
                 row, LeaseState.FENCED, [(AuditKind.FENCE, {"fencing_token": row.fencing_token})]
             )
-            self._grant_tickets_locked()
+            self._follow_up_locked()
             return lease
 
     def get(self, lease_id: int) -> Lease:

@@ -8,10 +8,10 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 from ._audit import GENESIS_HASH, AuditKind, AuditRecord, make_record
-from ._errors import SchedulerError
+from ._errors import SchedulerError, StoreClosed, StoreError
 from ._lease import LeaseState, id_from_hex, id_hex
 from ._store import LeaseRow, TicketRow
 
@@ -105,8 +105,50 @@ _SELECT_LEASES_IN = _sql("SELECT {lease} FROM leases WHERE state = ? ORDER BY gr
 _SELECT_AUDIT = _sql("SELECT {audit} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
 
 
-class StoreClosed(SchedulerError):
-    """The store was closed."""
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosed", "StoreError"]
+
+try:
+    import fcntl
+
+    _HAVE_FLOCK = True
+except ImportError:  # pragma: no cover - not POSIX: no owner lock
+    _HAVE_FLOCK = False
+
+
+def _store_error(path: str, exc: BaseException) -> StoreError:
+    return StoreError(f"store {path!r}: {type(exc).__name__}: {exc}", path)
+
+
+def _is_memory(path: str) -> bool:
+    return path == ":memory:" or path == "" or path.startswith("file::memory:")
+
+
+def _lock_owner(path: str) -> IO[bytes] | None:
+    """Take the exclusive owner lock ``<path>.lock``; StoreError if another holds it.
+
+    ``flock`` locks belong to the open file, so a second store in the same process is
+    refused just like one in another process. The lock goes with the file's close
+    (or the process's end): it cannot be left stale.
+    """
+    if not _HAVE_FLOCK or _is_memory(path):
+        return None
+    lock_path = path + ".lock"
+    try:
+        handle = open(lock_path, "a+b")  # noqa: SIM115 - held for the store's lifetime
+    except OSError as exc:
+        raise StoreError(
+            f"store {path!r}: cannot open its lock file {lock_path!r}: {exc}", path
+        ) from exc
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StoreError(
+            f"store {path!r} is in use by another scheduler (it holds {lock_path!r}); "
+            "one scheduler process owns a SQLite store",
+            path,
+        ) from None
+    return handle
 
 
 def _lease_params(row: LeaseRow) -> tuple[Any, ...]:
@@ -234,16 +276,18 @@ class _SqliteTransaction:
         )
 
     def update_lease(self, row: LeaseRow) -> None:
+        # Only an ACTIVE row changes: an end state never goes back, whatever the caller.
         params = _lease_params(row)
         cur = self._c().execute(
             "UPDATE leases SET ticket_id = ?, job = ?, holder = ?, priority = ?, slots = ?, "
             "ttl = ?, fencing_token = ?, state = ?, epoch = ?, granted_at = ?, expires_at = ?, "
             "granted_wall = ?, expires_wall = ?, ended_wall = ?, preempt_cause = ?, "
-            "preempt_requested_wall = ?, preempt_deadline_wall = ? WHERE lease_id = ?",
+            "preempt_requested_wall = ?, preempt_deadline_wall = ? "
+            "WHERE lease_id = ? AND state = 'active'",
             (*params[1:], params[0]),
         )
         if cur.rowcount != 1:
-            raise SchedulerError(f"lease {params[0]} is not in the store")
+            raise StoreError(f"lease {params[0]} is not an ACTIVE lease in the store")
 
     def insert_ticket(self, row: TicketRow) -> TicketRow:
         cur = self._c().execute(
@@ -326,17 +370,28 @@ class SqliteStore:
     connection is shared under a lock, which makes the store thread-safe. Pass
     ``":memory:"`` for a throwaway store (nothing survives ``close()``).
 
-    One scheduler process per file: the scheduler keeps the ACTIVE leases in memory.
-    Several replicas need a store with row locks (PostgreSQL).
+    One scheduler per file: the scheduler keeps the ACTIVE leases in memory. A store
+    that writes holds an exclusive lock on ``<path>.lock`` until it is closed, and a second store on
+    the same file (in this process or another) raises :class:`StoreError` at its first
+    write (a Scheduler writes when it starts). Reading needs no lock. Several
+    replicas need a store with row locks (PostgreSQL). Every ``sqlite3`` failure
+    surfaces as a :class:`StoreError` naming the file.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
         self._path = os.fspath(path)
         self._lock = threading.RLock()
         self._in_transaction = False
-        conn = sqlite3.connect(
-            self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        # The owner lock is taken by the first write transaction, so that read-only
+        # users (``audit verify``, ``leases list``) can open a store a scheduler owns.
+        self._owner: IO[bytes] | None = None
+        self._owned = False
+        try:
+            conn = sqlite3.connect(
+                self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise _store_error(self._path, exc) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -356,12 +411,26 @@ class SqliteStore:
                     f"store {self._path!r} has schema version {row[0]!r}, expected {SCHEMA_VERSION}"
                 )
             conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            conn.close()
+        except BaseException as exc:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _store_error(self._path, exc) from exc
             raise
         self._conn: sqlite3.Connection | None = conn
+
+    def _release_owner(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.close()
+
+    def _own(self) -> None:
+        if not self._owned:
+            self._owner = _lock_owner(self._path)
+            self._owned = True
 
     @property
     def path(self) -> str:
@@ -381,28 +450,50 @@ class SqliteStore:
             conn = self._connection()
             if self._in_transaction:
                 raise SchedulerError(f"store {self._path!r}: transactions do not nest")
-            conn.execute("BEGIN IMMEDIATE")
+            self._own()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, exc) from exc
             self._in_transaction = True
             txn = _SqliteTransaction(conn)
             try:
                 yield txn
-            except BaseException:
+            except BaseException as exc:
                 txn.open = False
                 self._in_transaction = False
-                conn.execute("ROLLBACK")
+                self._rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise _store_error(self._path, exc) from exc
+                if isinstance(exc, StoreError) and exc.path is None:
+                    raise StoreError(f"store {self._path!r}: {exc}", self._path) from exc
                 raise
             txn.open = False
             self._in_transaction = False
             try:
                 conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise _store_error(self._path, exc) from exc
                 raise
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # The original error is the one worth reporting, not a failed ROLLBACK.
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._connection().execute(sql, params).fetchall()
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, exc) from exc
 
     def get_lease(self, lease_id: int) -> LeaseRow | None:
         """The lease row, or None."""
@@ -442,8 +533,11 @@ class SqliteStore:
         """Close the connection; idempotent."""
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            try:
+                if conn is not None:
+                    conn.close()
+            finally:
+                self._release_owner()
 
     def __enter__(self) -> SqliteStore:
         return self
