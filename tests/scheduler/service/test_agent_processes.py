@@ -90,7 +90,7 @@ def test_preemption_arriving_mid_flush_waits_for_the_flush(
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["outcome"] in ("preempted", "lost")
+    assert result["outcome"] == "preempted"
     assert result["position"] >= 5  # it stopped after the flush, at a safe point
     # The flush committed under the old lease, and only then did the lease end.
     checkpoint = DirectoryCheckpointStore(tmp_path / "checkpoints").latest("job-gate")
@@ -98,7 +98,7 @@ def test_preemption_arriving_mid_flush_waits_for_the_flush(
     assert checkpoint.position >= 5
     assert checkpoint.fencing_token == lease.fencing_token
     ended = admin.get(lease.lease_id)
-    assert ended.state in ("preempted", "released")
+    assert ended.state == "released"
     records = [r for r in admin.audit(limit=1000).records if r.lease_id == lease.lease_id]
     kinds = [r.kind for r in records]
     assert kinds.index("preemption_deferred") < len(kinds) - 1
@@ -140,7 +140,9 @@ def test_sigstopped_worker_loses_its_lease_and_its_late_commit_is_refused(
     result = json.loads(out.strip().splitlines()[-1])
     assert result["late_commit"] == "refused"
     assert result["lost"] is True
-    assert "renewal refused" in result["reason"]
+    # Woken after its lease ran out, the agent knows it from its own deadline, or from
+    # the 410 of a renewal that was in flight when it stopped.
+    assert "renewal refused" in result["reason"] or "expired" in result["reason"]
     latest = store.latest("job-z")
     assert latest is not None
     assert (latest.sequence, latest.fencing_token) == (mine.sequence, new.fencing_token)

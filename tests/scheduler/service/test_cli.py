@@ -107,3 +107,78 @@ def test_demo_small_passes_its_own_verification(tmp_path: Path) -> None:
     assert "equals the uninterrupted run" in out
     assert "audit chain verifies" in out
     assert (tmp_path / "demo" / "scheduler.db").exists()
+
+
+# ------------------------------------------------------------------ review regressions
+
+
+def _one_line_status_2(result: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("grafos-scheduler: error:")
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_or_a_bad_host_is_one_line_status_2(tmp_path: Path) -> None:
+    import socket
+
+    from grafos_scheduler import TokenConfig
+
+    tokens = tmp_path / "t.toml"
+    TokenConfig.generate(["w"]).dump(tokens)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = run(
+            "serve", "--tokens", str(tokens), "--db", str(tmp_path / "a.db"), "--port", port
+        )
+    _one_line_status_2(result, f":{port}")
+    assert not (tmp_path / "a.db").exists()  # nothing started before the bind
+    result = run("serve", "--tokens", str(tokens), "--host", "no-such-host.invalid")
+    _one_line_status_2(result, "no-such-host.invalid")
+
+
+def test_demo_dir_that_is_a_file_or_unwritable_is_one_line_status_2(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    _one_line_status_2(run("demo", "--dir", str(a_file)), "not a directory")
+    _one_line_status_2(run("demo", "--dir", str(a_file / "sub")), "cannot be created")
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        _one_line_status_2(run("demo", "--dir", str(locked)), "not writable")
+
+
+def test_audit_and_leases_refuse_a_foreign_database_and_change_nothing(tmp_path: Path) -> None:
+    import sqlite3
+
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE audit (x)")
+        conn.execute("CREATE TABLE notes (y)")
+    before = foreign.read_bytes()
+    _one_line_status_2(run("audit", "verify", "--db", str(foreign)), "not a grafos-scheduler store")
+    _one_line_status_2(run("leases", "list", "--db", str(foreign)), "not a grafos-scheduler store")
+    assert foreign.read_bytes() == before
+    with sqlite3.connect(foreign) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"audit", "notes"}
+
+
+def test_audit_and_leases_read_a_real_store_read_only(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with Scheduler(2, SqliteStore(db)) as scheduler:
+        scheduler.start()
+        scheduler.acquire("job-a", "w", 0, 1, 30.0)
+    os.chmod(db, 0o444)
+    try:
+        result = run("audit", "verify", "--db", str(db))
+        assert result.returncode == 0, result.stderr
+        result = run("leases", "list", "--db", str(db))
+        assert result.returncode == 0, result.stderr
+        assert "job-a" in result.stdout
+    finally:
+        os.chmod(db, 0o644)

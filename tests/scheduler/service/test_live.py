@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from grafos_pipeline import DirectoryCheckpointStore, MemoryCheckpointStore, Pipeline
+from grafos_pipeline import Checkpoint, DirectoryCheckpointStore, MemoryCheckpointStore, Pipeline
 from grafos_scheduler import Scheduler
 from grafos_scheduler._agent import RunOutcome, WorkerAgent
 from grafos_scheduler._client import (
@@ -113,22 +114,29 @@ def test_agent_waits_while_pending(
 def test_agent_stops_at_a_safe_point_on_preemption_and_resumes(
     alice: SchedulerClient, admin: SchedulerClient
 ) -> None:
-    store = MemoryCheckpointStore()
     agent = WorkerAgent(alice, "job-a", ttl=3.0, renew_interval=0.05)
     agent.acquire(timeout=10)
     lease_id = agent.lease_id
     records = range(200)
+    outcomes: list[str] = []
 
-    def preempt_midway(position: int) -> None:
-        if position == 30:
-            admin.preempt(lease_id, "make room")
-            agent.preemption_requested.wait(10)  # the next renewal brings the news
+    class PreemptMidFlush(MemoryCheckpointStore):
+        """Preempt inside the 5th flush, once the server has heard of it."""
 
-    first = agent.run(
-        _pipeline("job-a", store), records, checkpoint_every=7, on_progress=preempt_midway
-    )
-    assert first.outcome in (RunOutcome.PREEMPTED, RunOutcome.LOST)
-    assert first.position < 200
+        def commit(self, checkpoint: Checkpoint) -> None:
+            if checkpoint.sequence == 5:
+                while admin.get(lease_id).reasons != ["checkpoint_in_progress"]:
+                    time.sleep(0.005)
+                outcomes.append(admin.preempt(lease_id, "make room").outcome)
+                assert agent.preemption_requested.wait(10)  # the next renewal brings it
+            super().commit(checkpoint)
+
+    store = PreemptMidFlush()
+    first = agent.run(_pipeline("job-a", store), records, checkpoint_every=7)
+    assert outcomes == ["deferred"]
+    assert first.outcome is RunOutcome.PREEMPTED
+    assert first.position == 35  # right after the deferred flush: a safe point
+    assert admin.get(lease_id).state == "released"
     agent.acquire(timeout=10)
     assert agent.fencing_token > first.fencing_token
     second = agent.run(_pipeline("job-a", store), records, checkpoint_every=7)

@@ -10,6 +10,13 @@ records and between checkpoints, so a flush is never cut in half. When preemptio
 requested it stops there, optionally takes a final checkpoint and releases the lease.
 When the lease is lost (410, or no renewal got through before the lease's expiry), it
 stops at once; the checkpoint store's fencing makes any late commit harmless.
+
+The agent keeps its own deadline for the lease: the time a renewal was *sent* plus the
+TTL the server answered with, which is never later than the server's expiry. The run
+loop checks it before every record and before every checkpoint (never inside a flush),
+so a worker cut off from the server (a partition, a paused server) stops committing
+when its lease runs out, without waiting for an HTTP call to fail; and each renewal's
+HTTP timeout is capped at the time left on the lease.
 """
 
 from __future__ import annotations
@@ -51,13 +58,46 @@ class RunResult:
     detail: str = ""  # why it stopped, for people
 
 
+class _Generation:
+    """One lease's renewal state, owned by that lease's renew thread.
+
+    Each lease gets a fresh one, so a renew thread left over from an earlier lease (one
+    that did not stop in time) can only ever touch its own lease's flags.
+    """
+
+    def __init__(self, lease: LeaseView, deadline: float) -> None:
+        self.lease = lease
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.lost = threading.Event()
+        self.preemption_requested = threading.Event()
+        self.lost_reason = ""
+        self.deadline = deadline  # monotonic; see WorkerAgent.local_deadline
+
+
 class WorkerAgent:
     """Holds one lease at a time for ``job`` and runs pipelines under it.
 
-    ``renew_interval`` defaults to a third of the TTL. The agent is the observer for the
-    pipelines it runs: ``on_flush_start``/``on_flush_complete`` never block and never
-    raise (a counter under a lock, and an event set).
+    ``renew_interval`` defaults to a third of the TTL; renewals are never closer together
+    than ``min_gap`` seconds (a burst of flushes does not become a burst of requests).
+    The agent is the observer for the pipelines it runs: ``on_flush_start`` and
+    ``on_flush_complete`` never block and never raise (a counter under a lock, and an
+    event set).
+
+    ``lost`` and ``preemption_requested`` are the current lease's events (fresh ones for
+    each lease): wait on them to learn that :meth:`run` is stopping.
+
+    A known window, inherent to reporting over the network: a flush starts locally, and
+    until the renewal that reports it reaches the server (the renewer is woken at once to
+    send it, to keep the window short), the server does not know of it. A preemption
+    requested in that window is carried out at once: the lease ends (PREEMPTED), the
+    flush still commits under the old fencing token, and the run then stops as LOST.
+    This is safe: the next holder resumes with a higher token, which fences the old
+    one's later commits out of the store.
     """
+
+    #: How long stopping waits for a renew thread that is inside an HTTP call.
+    stop_timeout = 10.0
 
     def __init__(
         self,
@@ -69,6 +109,7 @@ class WorkerAgent:
         priority: int = 0,
         poll_interval: float = 0.2,
         renew_interval: float | None = None,
+        min_gap: float = 0.05,
     ) -> None:
         self.client = client
         self.job = job
@@ -77,30 +118,31 @@ class WorkerAgent:
         self.priority = priority
         self.poll_interval = poll_interval
         self.renew_interval = ttl / 3 if renew_interval is None else renew_interval
+        self.min_gap = min(min_gap, self.renew_interval)
         self._flush_lock = threading.Lock()
         self._flushes = 0
-        self._wake = threading.Event()
-        self._stop_renewing = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._gen: _Generation | None = None
         self.lease: LeaseView | None = None
         self.preemption_requested = threading.Event()
         self.lost = threading.Event()
-        self.lost_reason = ""
         self.renewals = 0
-        # Monotonic time by which the lease has surely expired if no renewal got through.
-        self._local_deadline = 0.0
 
     # -- CheckpointFlushObserver --------------------------------------------------------
 
     def on_flush_start(self, lease_id: int) -> None:
         with self._flush_lock:
             self._flushes += 1
-        self._wake.set()  # report the flush now, not at the next periodic renewal
+        gen = self._gen
+        if gen is not None:
+            gen.wake.set()  # report the flush now, not at the next periodic renewal
 
     def on_flush_complete(self, lease_id: int) -> None:
         with self._flush_lock:
             self._flushes = max(0, self._flushes - 1)
-        self._wake.set()  # a deferred preemption can go ahead as soon as we say so
+        gen = self._gen
+        if gen is not None:
+            gen.wake.set()  # a deferred preemption can go ahead as soon as we say so
 
     @property
     def flushes_in_flight(self) -> int:
@@ -126,8 +168,29 @@ class WorkerAgent:
         return self.lease.fencing_token
 
     @property
+    def lost_reason(self) -> str:
+        gen = self._gen
+        return "" if gen is None else gen.lost_reason
+
+    @property
+    def local_deadline(self) -> float:
+        """Monotonic time by which the lease has surely expired if no renewal got through."""
+        gen = self._gen
+        return 0.0 if gen is None else gen.deadline
+
+    @property
     def should_stop(self) -> bool:
         return self.lost.is_set() or self.preemption_requested.is_set()
+
+    def _check_expiry(self) -> bool:
+        """True (and the lease marked lost) once the local deadline has passed."""
+        gen = self._gen
+        if gen is None or gen.lost.is_set():
+            return gen is not None
+        if time.monotonic() >= gen.deadline:
+            self._mark_lost(gen, "the lease expired: no renewal got through in time")
+            return True
+        return False
 
     def acquire(self, timeout: float | None = None) -> LeaseView:
         """Acquire a lease, polling while the ticket is pending, and start renewing it.
@@ -138,6 +201,7 @@ class WorkerAgent:
         if self._renewer is not None:
             raise RuntimeError(f"the agent for job {self.job!r} already holds a lease")
         give_up = None if timeout is None else time.monotonic() + timeout
+        sent = time.monotonic()
         result = self.client.acquire(
             self.job, slots=self.slots, ttl=self.ttl, priority=self.priority
         )
@@ -150,20 +214,20 @@ class WorkerAgent:
                 )
             time.sleep(self.poll_interval)
             try:
+                sent = time.monotonic()
                 result = self.client.poll(result.ticket.ticket_id)
             except ServiceUnavailable:
                 continue  # a blip: the ticket is still queued on the server
         assert result.lease is not None
-        self._start(result.lease)
+        self._start(result.lease, sent)
         return result.lease
 
-    def _start(self, lease: LeaseView) -> None:
+    def _start(self, lease: LeaseView, sent: float) -> None:
+        gen = _Generation(lease, sent + lease.expires_in)
         self.lease = lease
-        self.preemption_requested.clear()
-        self.lost.clear()
-        self.lost_reason = ""
-        self._stop_renewing.clear()
-        self._local_deadline = time.monotonic() + lease.expires_in
+        self._gen = gen
+        self.preemption_requested = gen.preemption_requested
+        self.lost = gen.lost
         logger.info(
             "lease acquired",
             extra={
@@ -174,36 +238,63 @@ class WorkerAgent:
             },
         )
         self._renewer = threading.Thread(
-            target=self._renew_loop, name=f"renew-{self.job}", daemon=True
+            target=self._renew_loop, args=(gen,), name=f"renew-{self.job}", daemon=True
         )
         self._renewer.start()
 
-    def _renew_loop(self) -> None:
-        lease = self.lease
-        assert lease is not None
+    def _renew_loop(self, gen: _Generation) -> None:
+        lease = gen.lease
         next_due = time.monotonic() + self.renew_interval
-        min_gap = min(0.05, self.renew_interval)
-        while not self._stop_renewing.is_set():
-            self._wake.wait(timeout=max(0.0, next_due - time.monotonic()))
-            if self._stop_renewing.is_set():
+        last_sent = -float("inf")
+        last_error = ""
+        while not gen.stop.is_set():
+            gen.wake.wait(timeout=max(0.0, next_due - time.monotonic()))
+            if gen.stop.is_set():
                 return
-            self._wake.clear()
-            sent = time.monotonic()
+            # However often a flush wakes us, renewals stay min_gap apart.
+            gap_left = last_sent + self.min_gap - time.monotonic()
+            if gap_left > 0 and gen.stop.wait(gap_left):
+                return
+            gen.wake.clear()
+            sent = last_sent = time.monotonic()
+            remaining = gen.deadline - sent
+            if remaining <= 0:
+                self._mark_lost(gen, f"no renewal got through before the lease expired{last_error}")
+                return
+            # An answer after the lease ran out is no use: wait no longer than that.
+            timeout = max(0.05, remaining - min(0.25, remaining / 4))
             try:
-                answer = self.client.renew(lease.lease_id, lease.fencing_token, self.reasons())
+                answer = self.client.renew(
+                    lease.lease_id, lease.fencing_token, self.reasons(), timeout=timeout
+                )
             except (LeaseGone, TokenConflict) as exc:
-                self._mark_lost(f"renewal refused: {exc.message}")
+                self._mark_lost(gen, f"renewal refused: {exc.message}")
                 return
-            except ServiceError as exc:
-                if time.monotonic() >= self._local_deadline:
-                    self._mark_lost(f"no renewal got through before expiry: {exc}")
+            except Exception as exc:
+                # Unreachable, a 5xx, or an answer we could not read: retry soon, within
+                # the TTL we still hold; the lease is lost once its deadline passes.
+                last_error = f" (last error: {exc!r})"
+                if time.monotonic() >= gen.deadline:
+                    self._mark_lost(
+                        gen, f"no renewal got through before the lease expired{last_error}"
+                    )
                     return
-                # Retry soon, but within the TTL we still hold.
-                next_due = time.monotonic() + min(self.renew_interval, 0.25)
+                logger.warning(
+                    "renewal failed",
+                    extra={
+                        "event": "renew_failed",
+                        "lease_id": lease.lease_id,
+                        "job": self.job,
+                        "error": repr(exc)[:200],
+                    },
+                )
+                next_due = min(time.monotonic() + min(self.renew_interval, 0.25), gen.deadline)
                 continue
+            if gen.stop.is_set():
+                return
             self.renewals += 1
-            self._local_deadline = sent + answer.expires_in
-            if answer.preemption_requested and not self.preemption_requested.is_set():
+            gen.deadline = sent + answer.expires_in
+            if answer.preemption_requested and not gen.preemption_requested.is_set():
                 logger.info(
                     "preemption requested",
                     extra={
@@ -214,31 +305,34 @@ class WorkerAgent:
                         "deadline_in": answer.preemption_deadline_in,
                     },
                 )
-                self.preemption_requested.set()
-            next_due = max(sent + min_gap, time.monotonic() + self.renew_interval)
-            # Woken by a flush: come back after the gap, not a whole interval later.
-            if self._wake.is_set():
-                next_due = sent + min_gap
+                gen.preemption_requested.set()
+            next_due = time.monotonic() + self.renew_interval
+            # Woken by a flush meanwhile: come back after the gap, not an interval later.
+            if gen.wake.is_set():
+                next_due = sent + self.min_gap
 
-    def _mark_lost(self, reason: str) -> None:
-        self.lost_reason = reason
-        self.lost.set()
-        lease = self.lease
+    def _mark_lost(self, gen: _Generation, reason: str) -> None:
+        if gen.lost.is_set():
+            return
+        gen.lost_reason = reason
+        gen.lost.set()
         logger.warning(
             "lease lost",
             extra={
                 "event": "lease_lost",
-                "lease_id": None if lease is None else lease.lease_id,
+                "lease_id": gen.lease.lease_id,
                 "job": self.job,
                 "reason": reason,
             },
         )
 
     def _stop_renewer(self) -> None:
-        self._stop_renewing.set()
-        self._wake.set()
+        gen = self._gen
+        if gen is not None:
+            gen.stop.set()
+            gen.wake.set()
         if self._renewer is not None and self._renewer is not threading.current_thread():
-            self._renewer.join(timeout=10)
+            self._renewer.join(timeout=self.stop_timeout)
         self._renewer = None
 
     def release(self) -> LeaseView | None:
@@ -322,7 +416,7 @@ class WorkerAgent:
             return result(RunOutcome.LOST, f"a newer holder fenced the store: {exc}")
         saved_at = -1 if restored is None else restored.position
         while pipeline.position < len(records):
-            if self.lost.is_set():
+            if self._check_expiry():
                 # Stop at once: nothing more is committed under a lease we no longer hold.
                 self.abandon()
                 return result(RunOutcome.LOST, self.lost_reason)
@@ -330,7 +424,7 @@ class WorkerAgent:
                 wanted = final_checkpoint and pipeline.position > saved_at
                 if wanted and self._checkpoint(pipeline, on_checkpoint) is not None:
                     committed += 1
-                if self.lost.is_set():
+                if self._check_expiry():
                     self.abandon()
                     return result(RunOutcome.LOST, self.lost_reason)
                 self.release()
@@ -356,11 +450,17 @@ class WorkerAgent:
     def _checkpoint(
         self, pipeline: Pipeline, on_checkpoint: Callable[[Checkpoint], None] | None
     ) -> Checkpoint | None:
-        """Commit one checkpoint; None (and the lease marked lost) if refused."""
+        """Commit one checkpoint; None (and the lease marked lost) if refused or expired.
+
+        The local deadline is checked here, before the flush starts, never during it.
+        """
+        if self._check_expiry():
+            return None
         try:
             checkpoint = pipeline.checkpoint()
         except StaleFencingToken as exc:
-            self._mark_lost(f"checkpoint refused by fencing: {exc}")
+            if self._gen is not None:
+                self._mark_lost(self._gen, f"checkpoint refused by fencing: {exc}")
             return None
         if on_checkpoint is not None:
             on_checkpoint(checkpoint)

@@ -13,10 +13,13 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from ._errors import SchedulerError
 
 __all__ = ["JsonLogFormatter", "main"]
 
@@ -240,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from ._demo import DemoConfig, run_demo
 
+            if args.dir is not None:
+                _check_demo_dir(args.dir)
             config = DemoConfig.for_size(args.size)
             config = config.with_overrides(
                 directory=args.dir,
@@ -252,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audit_verify(args)
         return _leases_list(args)
     except UsageError as exc:
+        print(f"grafos-scheduler: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SchedulerError as exc:
+        # A store that is not ours, or that fails while read: one line, not a traceback.
         print(f"grafos-scheduler: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -268,14 +277,26 @@ def _load_tokens(path: str) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def _open_store(path: str, *, must_exist: bool) -> Any:
-    from ._errors import SchedulerError
+def _check_demo_dir(path: str) -> None:
+    """Refuse a ``--dir`` that is a file, or that cannot be created or written."""
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--dir {path!r} exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--dir {path!r} cannot be created: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--dir {path!r} is not writable")
+
+
+def _open_store(path: str, *, must_exist: bool, read_only: bool = False) -> Any:
     from ._sqlite_store import SqliteStore
 
     if must_exist and not Path(path).is_file():
         raise UsageError(f"no scheduler database at {path!r}")
     try:
-        return SqliteStore(path)
+        return SqliteStore(path, read_only=read_only)
     except (SchedulerError, OSError) as exc:
         raise UsageError(f"cannot open the database {path!r}: {exc}") from None
     except Exception as exc:  # sqlite3.DatabaseError: not a database, locked, ...
@@ -283,14 +304,39 @@ def _open_store(path: str, *, must_exist: bool) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    tokens = _load_tokens(args.tokens)
+    _configure_logging(args.log_level)
+    sock = _bind(args.host, args.port)
+    try:
+        return _serve_on(args, tokens, sock)
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port``, or a one-line :class:`UsageError`."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _serve_on(args: argparse.Namespace, tokens: Any, sock: socket.socket) -> int:
     import uvicorn
 
-    from ._errors import SchedulerError
     from ._http import create_app
     from ._scheduler import Scheduler
 
-    tokens = _load_tokens(args.tokens)
-    _configure_logging(args.log_level)
+    host, port = sock.getsockname()[:2]
     store = _open_store(args.db, must_exist=False)
     try:
         scheduler = Scheduler(args.capacity, store, max_defer=args.max_defer)
@@ -304,24 +350,19 @@ def _serve(args: argparse.Namespace) -> int:
             "serving",
             extra={
                 "event": "serving",
-                "host": args.host,
-                "port": args.port,
+                "host": host,
+                "port": port,
                 "db": os.path.abspath(args.db),
                 "capacity": args.capacity,
                 "max_defer": args.max_defer,
                 "workers": tokens.workers,
             },
         )
-        config = uvicorn.Config(
-            app, host=args.host, port=args.port, log_config=None, access_log=False
-        )
+        config = uvicorn.Config(app, log_config=None, access_log=False)
         server = uvicorn.Server(config)
-        try:
-            server.run()
-        except OSError as exc:
-            raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+        server.run(sockets=[sock])
         if not server.started:
-            raise UsageError(f"cannot serve on {args.host}:{args.port} (see the log above)")
+            raise UsageError(f"cannot serve on {host}:{port} (see the log above)")
     return 0
 
 
@@ -340,7 +381,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     if args.db is not None:
         from ._audit import AuditLog
 
-        with _open_store(args.db, must_exist=True) as store:
+        with _open_store(args.db, must_exist=True, read_only=True) as store:
             result = AuditLog(store).verify()
             ok, bad, reason, count = (
                 result.ok,
@@ -371,7 +412,7 @@ def _leases_list(args: argparse.Namespace) -> int:
     if args.db is not None:
         from ._lease import LeaseState
 
-        with _open_store(args.db, must_exist=True) as store:
+        with _open_store(args.db, must_exist=True, read_only=True) as store:
             state = None if args.state is None else LeaseState(args.state)
             for row in store.list_leases(state):
                 rows.append(

@@ -167,11 +167,23 @@ class SchedulerClient:
         return self._call("GET", f"/v1/tickets/{_id(ticket_id)}", AcquireResult)
 
     def renew(
-        self, lease_id: int | str, fencing_token: int, reasons: Iterable[str] = ()
+        self,
+        lease_id: int | str,
+        fencing_token: int,
+        reasons: Iterable[str] = (),
+        *,
+        timeout: float | None = None,
     ) -> RenewResult:
-        """Extend a lease, reporting the in-flight reasons (replacing the last report)."""
+        """Extend a lease, reporting the in-flight reasons (replacing the last report).
+
+        ``timeout`` overrides the client's timeout for this call (the agent caps it at
+        the time left on the lease).
+        """
         body = {"fencing_token": fencing_token, "reasons": sorted(set(reasons))}
-        return self._call("POST", f"/v1/leases/{_id(lease_id)}/renew", RenewResult, json=body)
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        return self._call(
+            "POST", f"/v1/leases/{_id(lease_id)}/renew", RenewResult, json=body, **extra
+        )
 
     def release(self, lease_id: int | str) -> LeaseView:
         return self._call("POST", f"/v1/leases/{_id(lease_id)}/release", LeaseView)

@@ -9,6 +9,7 @@ plain 500 body, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import socket
@@ -69,6 +70,7 @@ from ._models import (
     RenewRequest,
     RenewResult,
     TicketView,
+    escape,
     format_id,
     parse_body,
     parse_id,
@@ -86,6 +88,10 @@ _STATE_KEY = "grafos"
 
 class _Forbidden(Exception):
     """A principal acting on what it may not touch (403)."""
+
+
+class _UnsupportedMediaType(Exception):
+    """A request body that is not declared as JSON (415)."""
 
 
 @attrs.frozen
@@ -215,6 +221,66 @@ def _require_admin(request: Request[Any, Any, Any]) -> None:
         raise _Forbidden(f"principal {principal.name!r} is not the admin")
 
 
+class AuditLogger:
+    """One structured log event per audit record: every decision, wherever it was made.
+
+    Grants from the queue, deferred, executed and forced preemptions, expiries and
+    fencing are decided in the scheduler's executor thread, not in a request. Rather
+    than log at each of those places, this follows the audit log (the one record of
+    every decision) from its head at start, and logs each new record at INFO: ``event``
+    is the audit kind, with ``lease_id`` (hex), ``job``, ``audit_seq`` and ``data``.
+    Records are logged after they commit, within ``interval`` seconds.
+    """
+
+    def __init__(self, scheduler: Scheduler, interval: float = 0.1) -> None:
+        self._scheduler = scheduler
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    def start(self) -> None:
+        self._seq = self._scheduler.audit.head()[0]
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="audit-log", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        with contextlib.suppress(SchedulerError):  # the scheduler closed first
+            self.drain()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.drain()
+            except Exception:  # keep following the log
+                logger.warning(
+                    "audit tail failed", exc_info=True, extra={"event": "audit_tail_failed"}
+                )
+
+    def drain(self) -> None:
+        """Log every record appended since the last call."""
+        with self._lock:
+            while True:
+                batch = self._scheduler.audit.records(after_seq=self._seq, limit=1000)
+                for record in batch:
+                    _event(
+                        record.kind,
+                        lease_id=None if record.lease_id is None else format_id(record.lease_id),
+                        job=record.job,
+                        audit_seq=record.seq,
+                        data=dict(record.data),
+                    )
+                    self._seq = record.seq
+                if len(batch) < 1000:
+                    return
+
+
 # ----------------------------------------------------------------------------- middleware
 
 
@@ -248,7 +314,12 @@ class _Authentication:
 
 
 class _Latency:
-    """Observe each request's latency by method, route template and status."""
+    """Observe each request's latency by method, route template and status.
+
+    It wraps the whole app (outside Litestar's exception handling), so the status is
+    the one sent. Should an exception still get through, its status is the exception's
+    (500 unless it is an ``HTTPException``).
+    """
 
     def __init__(self, app: ASGIApp, metrics: SchedulerMetrics) -> None:
         self.app = app
@@ -269,6 +340,9 @@ class _Latency:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
         finally:
             route = str(scope.get("path_template") or "unmatched")
             self.metrics.observe_request(
@@ -280,6 +354,14 @@ async def _parse_request_body(request: Request[Any, Any, Any]) -> None:
     """Parse the body strictly, before Litestar does, so every refusal has our shape."""
     model = request.route_handler.opt.get("body")
     raw = await request.body()
+    if raw.strip():
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            shown = escape(media_type) or "none"
+            raise _UnsupportedMediaType(
+                f"{request.method} {request.url.path}: the body must be application/json, "
+                f"not {shown}"
+            )
     if model is None:
         if raw.strip() not in (b"", b"{}"):
             raise FieldError(None, f"{request.method} {request.url.path} takes no body")
@@ -292,8 +374,15 @@ async def _parse_request_body(request: Request[Any, Any, Any]) -> None:
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> Response[Any]:
     headers = {"WWW-Authenticate": 'Bearer realm="grafos-scheduler"'} if status == 401 else None
+    # Request text echoed back (a field name, a value) may hold a lone surrogate, which
+    # cannot be encoded: escape it, so an error body always encodes.
     return Response(
-        ErrorBody(status=status, error=code, message=message, field=field),
+        ErrorBody(
+            status=status,
+            error=code,
+            message=escape(message),
+            field=None if field is None else escape(field),
+        ),
         status_code=status,
         headers=headers,
         media_type=MediaType.JSON,
@@ -328,6 +417,8 @@ def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respon
         return _error(400, "invalid_request", exc.message, exc.field)
     if isinstance(exc, _Forbidden):
         return _error(403, "forbidden", str(exc))
+    if isinstance(exc, _UnsupportedMediaType):
+        return _error(415, "unsupported_media_type", str(exc))
     if isinstance(exc, CapacityExceeded):
         return _error(400, "capacity_exceeded", str(exc), "slots")
     for kind, status, code in _DOMAIN_ERRORS:
@@ -395,13 +486,14 @@ _ERRORS = {
         404: "Unknown lease or ticket",
         409: "Stale fencing token, or the job already holds a lease",
         410: "The lease expired or ended",
+        415: "The body is not declared as application/json",
         503: "The scheduler's store failed (disk, lock timeout); retry later",
     }.items()
 }
 
 
 def _errors(*codes: int) -> dict[int, ResponseSpec]:
-    return {c: _ERRORS[c] for c in (400, 401, *codes, 503)}
+    return {c: _ERRORS[c] for c in (400, 401, *codes, 415, 503)}
 
 
 LeaseIdPath = Annotated[
@@ -483,6 +575,14 @@ def renew(
     body: RenewRequest = _body(request)
     lid, lease = _own_lease(request, lease_id)
     ctx = _ctx(request)
+    if not _principal(request).is_admin:
+        # A worker reports what it is doing; an operator hold is the operator's to set.
+        for i, reason in enumerate(body.reasons):
+            if reason != "checkpoint_in_progress":
+                raise FieldError(
+                    f"reasons[{i}]",
+                    f"a worker may report only checkpoint_in_progress, not {reason!r}",
+                )
     reasons = [NonPreemptibleReason(r) for r in body.reasons]
     try:
         renewed = ctx.scheduler.renew(lid, body.fencing_token, reasons)
@@ -788,6 +888,7 @@ def create_app(
     if metrics is None:
         metrics = SchedulerMetrics(scheduler)
     context = _Context(scheduler=scheduler, clock=clock, metrics=metrics)
+    audit_logger = AuditLogger(scheduler)
     app = Litestar(
         route_handlers=[
             acquire,
@@ -805,10 +906,9 @@ def create_app(
             metrics_endpoint,
         ],
         state=State({_STATE_KEY: context}),
-        middleware=[
-            DefineMiddleware(_Latency, metrics=metrics),
-            DefineMiddleware(_Authentication, tokens=tokens),
-        ],
+        on_startup=[audit_logger.start],
+        on_shutdown=[audit_logger.stop],
+        middleware=[DefineMiddleware(_Authentication, tokens=tokens)],
         before_request=_parse_request_body,
         exception_handlers={Exception: _handle_exception},
         openapi_config=OpenAPIConfig(
@@ -827,6 +927,10 @@ def create_app(
         request_max_body_size=64 * 1024,
     )
     _document_constraints(app)
+    # Time every request around the app's own exception handling, not per route: so a
+    # 401 from the authentication middleware and a 404/405 for a path or method no
+    # route serves are counted with the status the client got.
+    app.asgi_handler = _Latency(app.asgi_handler, metrics)
     return app
 
 

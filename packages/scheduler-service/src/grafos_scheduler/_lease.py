@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import secrets
+import unicodedata
 from typing import Any
 
 import attrs
@@ -74,6 +75,10 @@ def check_name(value: object, what: str) -> str:
         raise InvalidRequest(
             f"{what} {value!r} is not valid Unicode text (it holds a lone surrogate)"
         ) from None
+    # A line break or other control character would forge lines in logs and listings
+    # ("job\n" was accepted); names are printable text.
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise InvalidRequest(f"{what} {value!r} must not contain control characters")
     return value
 
 

@@ -44,11 +44,15 @@ __all__ = [
     "RenewRequest",
     "RenewResult",
     "TicketView",
+    "escape",
     "format_id",
     "parse_body",
     "parse_id",
 ]
 
+# The patterns are published in the OpenAPI schema, where (ECMA 262) $ means the end of
+# the string. In Python $ also matches before a trailing newline, so the checks here
+# run them with the final $ read as \Z (see _python_pattern): "job\n" is refused.
 ID_PATTERN = "^[0-9a-f]{32}$"
 _ID_RE = re.compile(ID_PATTERN)
 # Job and holder names: printable, no spaces, short enough for a log line.
@@ -56,6 +60,9 @@ NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 # SQLite stores integers as signed 64-bit; anything wider would fail deep in the store.
 INT64_MAX = 2**63 - 1
 MAX_TTL = 86_400.0  # one day: a longer lease is an operator mistake, not a lease
+# Ten milliseconds: a shorter lease has expired before its grant reaches the worker
+# (and 1e-320 would be accepted as "positive").
+MIN_TTL = 0.01
 MAX_SLOTS = 1_000_000
 MAX_CAUSE = 500
 
@@ -108,7 +115,7 @@ class AcquireRequest:
 
     job: JobName
     slots: Annotated[int, Meta(ge=1, le=MAX_SLOTS)]
-    ttl: Annotated[float, Meta(gt=0.0, le=MAX_TTL, description="seconds")]
+    ttl: Annotated[float, Meta(ge=MIN_TTL, le=MAX_TTL, description="seconds")]
     priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0
 
 
@@ -254,20 +261,63 @@ def _refuse_constant(name: str) -> float:
     raise FieldError(None, f"{name} is not valid JSON")
 
 
+def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    data: dict[str, object] = {}
+    for key, value in pairs:
+        if key in data:
+            raise FieldError(escape(key), f"the field {key!r} appears more than once")
+        data[key] = value
+    return data
+
+
+def escape(text: str) -> str:
+    """``text`` with any lone surrogate written as ``\\udXXX``, so it encodes as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _refuse_surrogates(value: object, field: str | None) -> None:
+    """Refuse a lone surrogate (``"\\ud800"`` in JSON) in any key or string of the body.
+
+    Such a string is not Unicode text: it cannot be stored, logged or sent back.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FieldError(
+                field, f"{value[:80]!r} is not valid Unicode text (it holds a lone surrogate)"
+            ) from None
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_surrogates(item, f"{field or ''}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = escape(key) if field is None else f"{field}.{escape(key)}"
+            if escape(key) != key:
+                raise FieldError(
+                    path, f"the field name {key!r} is not valid Unicode text (lone surrogate)"
+                )
+            _refuse_surrogates(item, path)
+
+
 def parse_body(model: type[_M], raw: bytes) -> _M:
     """Decode ``raw`` JSON into ``model``, refusing unknown fields, wrong types and ranges.
 
-    Raises :class:`FieldError` naming the first field at fault.
+    Also refused: duplicate keys, and lone surrogates in any key or string. Raises
+    :class:`FieldError` naming the first field at fault.
     """
     if not raw.strip():
         data: object = {}
     else:
         try:
-            data = json.loads(raw, parse_constant=_refuse_constant)
+            data = json.loads(
+                raw, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates
+            )
         except FieldError:
             raise
         except (ValueError, RecursionError) as exc:
             raise FieldError(None, f"the body is not valid JSON: {exc}") from None
+    _refuse_surrogates(data, None)
     return _convert(model, data)
 
 
@@ -277,7 +327,7 @@ def _convert(model: type[_M], data: object) -> _M:
     fields = attrs.fields_dict(model)  # type: ignore[arg-type]
     for key in data:
         if key not in fields:
-            raise FieldError(str(key), f"unknown field {key!r}")
+            raise FieldError(escape(str(key)), f"unknown field {key!r}")
     hints = typing.get_type_hints(model, include_extras=True)
     values: dict[str, object] = {}
     for name, attribute in fields.items():
@@ -346,6 +396,13 @@ def _check(hint: object, value: object, field: str) -> object:
     return value
 
 
+def _python_pattern(pattern: str) -> str:
+    """A JSON Schema ``pattern`` for :func:`re.search`: a final ``$`` becomes ``\\Z``."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + "\\Z"
+    return pattern
+
+
 def _check_meta(meta: Meta, value: object, field: str) -> None:
     if isinstance(value, int | float):
         if meta.ge is not None and value < meta.ge:
@@ -362,5 +419,5 @@ def _check_meta(meta: Meta, value: object, field: str) -> None:
                 field, f"{value[:40]!r}... is longer than {meta.max_length} characters"
             )
         # JSON Schema patterns are unanchored (search); ours anchor themselves with ^ $.
-        if meta.pattern is not None and not re.search(meta.pattern, value):
+        if meta.pattern is not None and not re.search(_python_pattern(meta.pattern), value):
             raise FieldError(field, f"{value[:80]!r} does not match {meta.pattern}")

@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
@@ -378,7 +379,19 @@ class SqliteStore:
     surfaces as a :class:`StoreError` naming the file.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 10.0,
+        read_only: bool = False,
+    ) -> None:
+        """Open (and with ``read_only=False`` create) the store in ``path``.
+
+        ``read_only=True`` opens an existing file with SQLite's ``mode=ro``: nothing is
+        created or changed, and a file that is not a store of this schema version is
+        refused with :class:`SchedulerError` (for ``audit verify`` and ``leases list``).
+        """
         self._path = os.fspath(path)
         self._lock = threading.RLock()
         self._in_transaction = False
@@ -387,11 +400,34 @@ class SqliteStore:
         self._owner: IO[bytes] | None = None
         self._owned = False
         try:
-            conn = sqlite3.connect(
-                self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            if read_only:
+                uri = "file:" + urllib.parse.quote(os.path.abspath(self._path)) + "?mode=ro"
+                conn = sqlite3.connect(
+                    uri,
+                    uri=True,
+                    timeout=busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                conn = sqlite3.connect(
+                    self._path,
+                    timeout=busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
         except sqlite3.Error as exc:
             raise _store_error(self._path, exc) from exc
+        if read_only:
+            try:
+                self._check_schema(conn)
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, sqlite3.Error):
+                    raise _store_error(self._path, exc) from exc
+                raise
+            self._conn: sqlite3.Connection | None = conn
+            return
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -420,7 +456,23 @@ class SqliteStore:
             if isinstance(exc, sqlite3.Error):
                 raise _store_error(self._path, exc) from exc
             raise
-        self._conn: sqlite3.Connection | None = conn
+        self._conn = conn
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        tables = {
+            str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        missing = {"meta", "leases", "fencing_tokens", "tickets", "audit"} - tables
+        version = None
+        if "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = None if row is None else row[0]
+        if missing or version is None:
+            raise SchedulerError(f"{self._path!r} is not a grafos-scheduler store")
+        if version != SCHEMA_VERSION:
+            raise SchedulerError(
+                f"store {self._path!r} has schema version {version!r}, expected {SCHEMA_VERSION}"
+            )
 
     def _release_owner(self) -> None:
         owner, self._owner = self._owner, None
