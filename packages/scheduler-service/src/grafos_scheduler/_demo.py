@@ -568,7 +568,9 @@ def _report_stuck(views: dict[str, JobView], directory: Path, display: Display) 
         try:
             tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
         except OSError:
-            tail = ["(no log)"]
+            tail = ["(no log file)"]
+        if not tail:
+            tail = ["(the log is empty)"]
         for line in tail:
             display.event(f"    {job} log: {line}")
 
