@@ -352,10 +352,10 @@ def test_healthz_is_open_and_schema_is_served(client: Client, headers: Headers) 
 def test_unexpected_errors_are_500_without_traceback(
     client: Client, headers: Headers, scheduler: Scheduler, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def explode(*args: object) -> object:
+    def explode(*args: object, **kwargs: object) -> object:
         raise RuntimeError("disk on fire")
 
-    scheduler.leases = explode  # type: ignore[method-assign,assignment]
+    scheduler.lease_page = explode  # type: ignore[method-assign,assignment]
     r = client.get("/v1/leases", headers=headers["admin"])
     body = assert_error(r, 500)
     assert body["error"] == "internal_error"

@@ -32,7 +32,14 @@ import attrs
 
 from grafos_pipeline import Checkpoint, Pipeline, StaleFencingToken
 
-from ._client import LeaseGone, SchedulerClient, ServiceError, ServiceUnavailable, TokenConflict
+from ._client import (
+    LeaseGone,
+    NotFound,
+    SchedulerClient,
+    ServiceError,
+    ServiceUnavailable,
+    TokenConflict,
+)
 from ._models import LeaseView
 
 __all__ = ["RunOutcome", "RunResult", "WorkerAgent"]
@@ -195,8 +202,11 @@ class WorkerAgent:
     def acquire(self, timeout: float | None = None) -> LeaseView:
         """Acquire a lease, polling while the ticket is pending, and start renewing it.
 
-        Raises ``TimeoutError`` if no lease is granted within ``timeout`` seconds
-        (the ticket stays queued on the server), and :class:`ServiceError` if refused.
+        Raises ``TimeoutError`` if no lease is granted within ``timeout`` seconds, and
+        :class:`ServiceError` if refused. Whenever it gives up waiting (the timeout, an
+        error, an interrupt) it cancels its ticket on the server, so nothing is left
+        queued to become a lease that nobody renews; if the ticket was granted in the
+        meantime, it releases that lease. A retry can then acquire again at once.
         """
         if self._renewer is not None:
             raise RuntimeError(f"the agent for job {self.job!r} already holds a lease")
@@ -205,22 +215,60 @@ class WorkerAgent:
         result = self.client.acquire(
             self.job, slots=self.slots, ttl=self.ttl, priority=self.priority
         )
-        while result.status == "pending":
+        if result.status == "pending":
             assert result.ticket is not None
-            if give_up is not None and time.monotonic() >= give_up:
-                raise TimeoutError(
-                    f"job {self.job!r}: ticket {result.ticket.ticket_id} still pending "
-                    f"after {timeout} s"
-                )
-            time.sleep(self.poll_interval)
+            ticket_id = result.ticket.ticket_id
             try:
-                sent = time.monotonic()
-                result = self.client.poll(result.ticket.ticket_id)
-            except ServiceUnavailable:
-                continue  # a blip: the ticket is still queued on the server
+                while result.status == "pending":
+                    if give_up is not None and time.monotonic() >= give_up:
+                        raise TimeoutError(
+                            f"job {self.job!r}: ticket {ticket_id} still pending after "
+                            f"{timeout} s; the agent withdraws it"
+                        )
+                    time.sleep(self.poll_interval)
+                    try:
+                        sent = time.monotonic()
+                        result = self.client.poll(ticket_id)
+                    except ServiceUnavailable:
+                        continue  # a blip: the ticket is still queued on the server
+            except BaseException:
+                self._withdraw(ticket_id)
+                raise
         assert result.lease is not None
         self._start(result.lease, sent)
         return result.lease
+
+    def _withdraw(self, ticket_id: str) -> None:
+        """Cancel a ticket we stopped waiting for; release its lease if it was granted.
+
+        Best effort, and it never raises: the caller is already failing. A ticket that
+        cannot be cancelled (the server unreachable) is logged.
+        """
+        fields = {"ticket_id": ticket_id, "job": self.job}
+        try:
+            try:
+                self.client.cancel_ticket(ticket_id)
+            except TokenConflict as exc:
+                if exc.code != "ticket_granted":
+                    raise
+                # Granted between our last poll and the cancel: give the lease back.
+                polled = self.client.poll(ticket_id)
+                if polled.lease is not None:
+                    self.client.release(polled.lease.lease_id)
+                logger.info(
+                    "ticket granted while withdrawn; lease released",
+                    extra={"event": "ticket_lease_released", **fields},
+                )
+                return
+        except (NotFound, LeaseGone):
+            return  # cancelled, or its lease ended, already
+        except Exception as exc:
+            logger.warning(
+                "could not withdraw the ticket; it stays queued",
+                extra={"event": "ticket_withdraw_failed", "error": repr(exc)[:200], **fields},
+            )
+            return
+        logger.info("ticket withdrawn", extra={"event": "ticket_cancelled", **fields})
 
     def _start(self, lease: LeaseView, sent: float) -> None:
         gen = _Generation(lease, sent + lease.expires_in)

@@ -30,6 +30,7 @@ class AuditKind(enum.Enum):
     START = "start"  # the first start of a scheduler on an empty store
     RESTART = "restart"  # every later start on the same store
     QUEUED = "queued"  # an acquire that had to wait: a ticket
+    TICKET_CANCELLED = "ticket_cancelled"  # a waiting ticket withdrawn before its grant
     GRANT = "grant"
     RELEASE = "release"
     EXPIRE = "expire"

@@ -23,6 +23,7 @@ from ._models import (
     LeaseView,
     PreemptionDecisionView,
     RenewResult,
+    TicketView,
     format_id,
 )
 
@@ -69,7 +70,8 @@ class NotFound(ServiceError):
 
 
 class TokenConflict(ServiceError):
-    """409: a stale fencing token, or the job already holds a lease."""
+    """409: a stale fencing token, the job already holds a lease or a ticket, or the
+    ticket to cancel was granted already (``code`` tells which)."""
 
 
 class LeaseGone(ServiceError):
@@ -166,6 +168,15 @@ class SchedulerClient:
     def poll(self, ticket_id: int | str) -> AcquireResult:
         return self._call("GET", f"/v1/tickets/{_id(ticket_id)}", AcquireResult)
 
+    def cancel_ticket(self, ticket_id: int | str) -> TicketView:
+        """Withdraw a pending acquire; returns the cancelled ticket.
+
+        Raises :class:`TokenConflict` with code ``ticket_granted`` if the ticket was
+        granted already (poll it for the lease, and release that), and
+        :class:`NotFound` if there is no such ticket (or it was cancelled already).
+        """
+        return self._call("DELETE", f"/v1/tickets/{_id(ticket_id)}", TicketView)
+
     def renew(
         self,
         lease_id: int | str,
@@ -191,9 +202,27 @@ class SchedulerClient:
     def get(self, lease_id: int | str) -> LeaseView:
         return self._call("GET", f"/v1/leases/{_id(lease_id)}", LeaseView)
 
-    def leases(self, state: str | None = None) -> list[LeaseView]:
-        params = {} if state is None else {"state": state}
-        return self._call("GET", "/v1/leases", LeaseList, params=params).leases
+    def lease_page(
+        self, state: str | None = None, *, after: str | None = None, limit: int = 100
+    ) -> LeaseList:
+        """One page of leases, oldest grant first; ``next_after`` is the next cursor."""
+        params: dict[str, Any] = {"limit": limit}
+        if state is not None:
+            params["state"] = state
+        if after is not None:
+            params["after"] = after
+        return self._call("GET", "/v1/leases", LeaseList, params=params)
+
+    def leases(self, state: str | None = None, *, page_size: int = 1000) -> list[LeaseView]:
+        """Every lease the principal may see (optionally of one state), page by page."""
+        leases: list[LeaseView] = []
+        after: str | None = None
+        while True:
+            page = self.lease_page(state, after=after, limit=page_size)
+            leases.extend(page.leases)
+            if page.next_after is None:
+                return leases
+            after = page.next_after
 
     def preempt(
         self, lease_id: int | str, cause: str = "operator request"

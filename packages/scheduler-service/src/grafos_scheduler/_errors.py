@@ -106,3 +106,18 @@ class JobAlreadyLeased(SchedulerError):
         self.pending = pending
         what = "pending ticket" if pending else "active lease"
         super().__init__(f"job {job!r} already has {what} {_hex(lease_id)}")
+
+
+class TicketGranted(SchedulerError):
+    """The ticket cannot be cancelled: it was granted already, as ``lease_id``.
+
+    Release the lease instead. (HTTP 409, code ``ticket_granted``.)
+    """
+
+    def __init__(self, ticket_id: int, lease_id: int) -> None:
+        self.ticket_id = ticket_id
+        self.lease_id = lease_id
+        super().__init__(
+            f"ticket {_hex(ticket_id)} was already granted as lease {_hex(lease_id)}; "
+            "release the lease instead"
+        )

@@ -15,6 +15,7 @@ import logging
 import socket
 import threading
 import time
+import types
 import typing
 import uuid
 from typing import Annotated, Any
@@ -22,7 +23,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 import attrs
 import uvicorn
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.enums import MediaType, ScopeType
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
@@ -45,6 +46,7 @@ from ._errors import (
     LeaseNotActive,
     SchedulerError,
     StoreError,
+    TicketGranted,
     UnknownLease,
     UnknownTicket,
 )
@@ -76,7 +78,7 @@ from ._models import (
     parse_id,
 )
 from ._preemption import NonPreemptibleReason
-from ._scheduler import Scheduler
+from ._scheduler import MAX_LEASE_PAGE, Scheduler
 
 __all__ = ["BackgroundServer", "create_app"]
 
@@ -396,6 +398,7 @@ _DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (LeaseNotActive, 410, "lease_not_active"),
     (FencingTokenMismatch, 409, "stale_fencing_token"),
     (JobAlreadyLeased, 409, "job_already_leased"),
+    (TicketGranted, 409, "ticket_granted"),
     (CapacityExceeded, 400, "capacity_exceeded"),
     (InvalidRequest, 400, "invalid_request"),
 )
@@ -419,6 +422,8 @@ def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respon
         return _error(403, "forbidden", str(exc))
     if isinstance(exc, _UnsupportedMediaType):
         return _error(415, "unsupported_media_type", str(exc))
+    if isinstance(exc, _JobConflict):
+        return _error(409, "job_already_leased", str(exc))
     if isinstance(exc, CapacityExceeded):
         return _error(400, "capacity_exceeded", str(exc), "slots")
     for kind, status, code in _DOMAIN_ERRORS:
@@ -484,7 +489,8 @@ _ERRORS = {
         401: "Missing or invalid bearer token",
         403: "The principal may not act on this resource",
         404: "Unknown lease or ticket",
-        409: "Stale fencing token, or the job already holds a lease",
+        409: "Stale fencing token, the job already holds a lease or a ticket, "
+        "or the ticket was granted already",
         410: "The lease expired or ended",
         415: "The body is not declared as application/json",
         503: "The scheduler's store failed (disk, lock timeout); retry later",
@@ -517,11 +523,40 @@ async def acquire(
     return await anyio.to_thread.run_sync(_acquire, request)
 
 
+class _JobConflict(Exception):
+    """A job that holds a lease or a ticket another principal owns (409, no id shown)."""
+
+
+def _job_conflict(request: Request[Any, Any, Any], exc: JobAlreadyLeased) -> Exception:
+    """The 409 for ``exc``: its lease or ticket id only for the admin or its holder.
+
+    Another principal learns that the job is taken, not the id: with an id it could
+    poll, renew or release nothing (403), but the id is the holder's business.
+    """
+    principal = _principal(request)
+    holder: str | None = None
+    try:
+        scheduler = _ctx(request).scheduler
+        if exc.pending:
+            holder = scheduler.poll(exc.lease_id).holder  # the ticket, or its lease
+        else:
+            holder = scheduler.get(exc.lease_id).holder
+    except SchedulerError:
+        pass  # cancelled or unknown by now: say no more than to a stranger
+    if holder is not None and principal.may_act_on(holder):
+        return exc
+    what = "a pending ticket" if exc.pending else "an active lease"
+    return _JobConflict(f"job {exc.job!r} already has {what}, held by another principal")
+
+
 def _acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
     body: AcquireRequest = _body(request)
     ctx = _ctx(request)
     holder = _principal(request).name
-    outcome = ctx.scheduler.acquire(body.job, holder, body.priority, body.slots, body.ttl)
+    try:
+        outcome = ctx.scheduler.acquire(body.job, holder, body.priority, body.slots, body.ttl)
+    except JobAlreadyLeased as exc:
+        raise _job_conflict(request, exc) from None
     result = ctx.result(outcome)
     if isinstance(outcome, Lease):
         _event(
@@ -559,6 +594,32 @@ def poll_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> Acqu
     if not principal.may_act_on(outcome.holder):
         raise _Forbidden(f"principal {principal.name!r} did not request ticket {ticket_id}")
     return ctx.result(outcome)
+
+
+@delete(
+    "/v1/tickets/{ticket_id:str}",
+    status_code=200,
+    summary="Cancel a pending acquire (its holder or the admin); 409 if granted already",
+    responses=_errors(403, 404, 409),
+    sync_to_thread=True,
+)
+def cancel_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> TicketView:
+    tid = parse_id(ticket_id, "ticket_id")
+    ctx = _ctx(request)
+    # Who may cancel is settled before anything else is said about the ticket.
+    outcome = ctx.scheduler.poll(tid)
+    principal = _principal(request)
+    if not principal.may_act_on(outcome.holder):
+        raise _Forbidden(f"principal {principal.name!r} did not request ticket {ticket_id}")
+    cancelled = ctx.scheduler.cancel_ticket(tid)
+    _event(
+        "ticket_cancelled",
+        ticket_id=ticket_id,
+        job=cancelled.job,
+        holder=cancelled.holder,
+        principal=principal.name,
+    )
+    return ctx.ticket_view(cancelled)
 
 
 @post(
@@ -644,18 +705,44 @@ def get_lease(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseVi
 
 @get(
     "/v1/leases",
-    summary="List leases (a worker sees only its own)",
+    summary=(
+        "List leases, a page at a time: every state unless state= is given, oldest grant "
+        "first, limit= 1..1000 (default 100); pass next_after as after= for the next page "
+        "(a worker sees only its own)"
+    ),
     responses=_errors(),
     sync_to_thread=True,
 )
 def list_leases(
     request: Request[Any, Any, Any],
     state_filter: Annotated[LeaseStateName | None, QueryParameter(name="state")] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_LEASE_PAGE)] = 100,
+    after: Annotated[
+        str | None,
+        QueryParameter(
+            pattern=ID_PATTERN,
+            description="the next_after of the previous page (a lease id, 32 lowercase hex)",
+        ),
+    ] = None,
 ) -> LeaseList:
     ctx = _ctx(request)
     principal = _principal(request)
-    leases = ctx.scheduler.leases(None if state_filter is None else LeaseState(state_filter))
-    return LeaseList(leases=[ctx.lease_view(x) for x in leases if principal.may_act_on(x.holder)])
+    cursor = None if after is None else parse_id(after, "after")
+    try:
+        leases, next_after = ctx.scheduler.lease_page(
+            None if state_filter is None else LeaseState(state_filter),
+            holder=None if principal.is_admin else principal.name,
+            after=cursor,
+            limit=limit,
+        )
+    except InvalidRequest as exc:
+        # The only refusal left once the query parsed: a cursor this principal was
+        # never given (unknown, or another worker's lease: the same answer).
+        raise FieldError("after", str(exc)) from None
+    return LeaseList(
+        leases=[ctx.lease_view(x) for x in leases],
+        next_after=None if next_after is None else format_id(next_after),
+    )
 
 
 @post(
@@ -860,6 +947,12 @@ def _document_constraints(app: Litestar) -> None:
 
 
 def _meta_of(hint: object) -> Meta | None:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        # An optional value: the constraints of its one non-null type.
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(options) != 1:
+            return None
+        hint = options[0]
     if typing.get_origin(hint) is Annotated:
         for extra in typing.get_args(hint)[1:]:
             if isinstance(extra, Meta):
@@ -893,6 +986,7 @@ def create_app(
         route_handlers=[
             acquire,
             poll_ticket,
+            cancel_ticket,
             renew,
             release,
             get_lease,

@@ -201,7 +201,11 @@ class RenewResult:
 
 @attrs.frozen
 class LeaseList:
+    """One page of leases, oldest grant first."""
+
     leases: list[LeaseView]
+    # Pass as ``after`` for the next page; null on the last page.
+    next_after: LeaseIdStr | None = None
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ from ._errors import (
     LeaseExpired,
     LeaseNotActive,
     SchedulerError,
+    TicketGranted,
     UnknownLease,
     UnknownTicket,
 )
@@ -58,6 +59,9 @@ MAX_CAUSE_LENGTH = 1024
 _MAX_SLEEP = 0.5
 
 PreemptCallback = Callable[[Lease], None]
+
+#: The most leases one :meth:`Scheduler.lease_page` returns.
+MAX_LEASE_PAGE = 1000
 
 
 def _check_cause(cause: object) -> str:
@@ -765,6 +769,49 @@ class Scheduler:
                 raise UnknownTicket(ticket_id)
             return self._to_lease(self._active.get(stored.lease_id, stored))
 
+    def cancel_ticket(self, ticket_id: int) -> Ticket:
+        """Withdraw a waiting ticket; returns it as it was. It is unknown afterwards.
+
+        The removal and its ``ticket_cancelled`` audit record commit in one
+        transaction. Tickets queued behind it move up, and may be granted at once.
+        Preemptions already requested for it stand: they were audited and their
+        holders told, and the slots they free go to the next tickets.
+        Raises :class:`TicketGranted` if the ticket already became a lease (release
+        that lease instead) and :class:`UnknownTicket` if there is no such ticket
+        (never queued, or cancelled already).
+        """
+        check_id(ticket_id, "ticket id")
+        with self._lock:
+            self._check_open()
+            row = self._tickets.get(ticket_id)
+            if row is None:
+                stored = self._store.lease_for_ticket(ticket_id)
+                if stored is None:
+                    raise UnknownTicket(ticket_id)
+                raise TicketGranted(ticket_id, stored.lease_id)
+            _, wall = self._now()
+            with self._store.transaction() as txn:
+                txn.delete_ticket(ticket_id)
+                txn.append_audit(
+                    time=wall,
+                    kind=AuditKind.TICKET_CANCELLED,
+                    lease_id=None,
+                    job=row.job,
+                    data={
+                        "ticket_id": id_hex(ticket_id),
+                        "holder": row.holder,
+                        "priority": row.priority,
+                        "slots": row.slots,
+                    },
+                )
+            self._ticket_order.remove((-row.priority, row.position, ticket_id))
+            del self._tickets[ticket_id]
+            del self._ticket_by_job[row.job]
+            self._refused.pop(ticket_id, None)
+            # The tickets behind it may fit now.
+            self._follow_up_locked()
+            return self._to_ticket(row)
+
     def renew(
         self,
         lease_id: int,
@@ -839,7 +886,12 @@ class Scheduler:
             return self._to_lease(row)
 
     def leases(self, state: LeaseState | None = None) -> list[Lease]:
-        """Leases, optionally of one state, oldest grant first."""
+        """Leases, optionally of one state, oldest grant first.
+
+        Every lease ever granted unless ``state`` says otherwise: it grows without
+        bound. Services page with :meth:`lease_page` instead. The scheduler's lock is
+        held only to expire what is due and copy the ACTIVE leases, not for the read.
+        """
         if state is not None and not isinstance(state, LeaseState):
             raise InvalidRequest(f"state {state!r} is not a LeaseState")
         with self._lock:
@@ -847,9 +899,62 @@ class Scheduler:
             self._expire_due_locked()
             if state is LeaseState.ACTIVE:
                 rows = sorted(self._active.values(), key=lambda r: r.granted_at)
-            else:
-                rows = [self._active.get(r.lease_id, r) for r in self._store.list_leases(state)]
-            return [self._to_lease(r) for r in rows]
+                return [self._to_lease(r) for r in rows]
+            active = dict(self._active)
+        # Active rows in memory equal the stored ones (each change commits first).
+        return [self._to_lease(active.get(r.lease_id, r)) for r in self._store.list_leases(state)]
+
+    def lease_page(
+        self,
+        state: LeaseState | None = None,
+        *,
+        holder: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> tuple[list[Lease], int | None]:
+        """One page of leases in grant order (oldest first, ties by id), and the cursor.
+
+        ``state`` and ``holder`` filter; ``limit`` is 1 to :data:`MAX_LEASE_PAGE`.
+        ``after`` is the cursor a previous page returned: the id of its last lease.
+        Returns ``(leases, next_after)``, where ``next_after`` is None on the last page.
+        A cursor that names no lease (or, with ``holder``, none of that holder's)
+        raises :class:`InvalidRequest`. The cost is the page's, whatever the history:
+        a keyset read on the store, outside the scheduler's lock.
+        """
+        if state is not None and not isinstance(state, LeaseState):
+            raise InvalidRequest(f"state {state!r} is not a LeaseState")
+        if holder is not None:
+            check_name(holder, "holder")
+        if after is not None:
+            check_id(after, "after")
+        check_count(limit, "limit", 1, MAX_LEASE_PAGE)
+        with self._lock:
+            self._check_open()
+            self._expire_due_locked()
+        if after is not None:
+            cursor = self._store.get_lease(after)
+            if cursor is None or (holder is not None and cursor.holder != holder):
+                raise InvalidRequest(
+                    f"after {id_hex(after)} is not the id of a lease from an earlier page"
+                )
+        rows = self._store.list_leases_page(
+            state=state, holder=holder, after=after, limit=limit + 1
+        )
+        more = len(rows) > limit
+        leases = [self._to_lease(r) for r in rows[:limit]]
+        return leases, leases[-1].lease_id if more else None
+
+    def lease_counts(self) -> dict[LeaseState, int]:
+        """How many leases are in each state (every state, zeros included).
+
+        An aggregate on the store (no lease is read) taken outside the scheduler's
+        lock, which is held only to expire what is due first: for ``/metrics``.
+        """
+        with self._lock:
+            self._check_open()
+            self._expire_due_locked()
+        counts = self._store.count_leases_by_state()
+        return {state: counts.get(state, 0) for state in LeaseState}
 
     def tickets(self) -> list[Ticket]:
         """Pending tickets, in the order they will be granted."""

@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS leases (
     preempt_deadline_wall REAL
 );
 CREATE INDEX IF NOT EXISTS leases_by_state ON leases (state);
+-- Keyset pages of the lease list in grant order: all, by state, by holder.
+CREATE INDEX IF NOT EXISTS leases_by_grant ON leases (granted_wall, lease_id);
+CREATE INDEX IF NOT EXISTS leases_by_state_grant ON leases (state, granted_wall, lease_id);
+CREATE INDEX IF NOT EXISTS leases_by_holder_grant ON leases (holder, granted_wall, lease_id);
 -- Belt and braces for "at most one ACTIVE lease per job".
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_lease_per_job ON leases (job) WHERE state = 'active';
 CREATE TABLE IF NOT EXISTS fencing_tokens (
@@ -104,6 +108,33 @@ _SELECT_LEASE_OF_TICKET = _sql("SELECT {lease} FROM leases WHERE ticket_id = ?")
 _SELECT_LEASES = _sql("SELECT {lease} FROM leases ORDER BY granted_wall, rowid")
 _SELECT_LEASES_IN = _sql("SELECT {lease} FROM leases WHERE state = ? ORDER BY granted_wall, rowid")
 _SELECT_AUDIT = _sql("SELECT {audit} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+_COUNT_BY_STATE = "SELECT state, COUNT(*) FROM leases GROUP BY state"
+_SELECT_CURSOR = "SELECT granted_wall, lease_id FROM leases WHERE lease_id = ?"
+
+
+_PAGE_TEMPLATE = (
+    "SELECT {lease} FROM leases WHERE {where} ORDER BY granted_wall, lease_id LIMIT :limit"
+)
+
+
+def _page_sql(*, state: bool, holder: bool, after: bool) -> str:
+    """The keyset query for one page; only constant fragments are joined, never values."""
+    clauses = ["1"]
+    if state:
+        clauses.append("state = :state")
+    if holder:
+        clauses.append("holder = :holder")
+    if after:
+        clauses.append("(granted_wall, lease_id) > (:after_wall, :after_id)")
+    return _PAGE_TEMPLATE.format(lease=_LEASE_COLUMNS, where=" AND ".join(clauses))
+
+
+_SELECT_PAGE = {
+    (state, holder, after): _page_sql(state=state, holder=holder, after=after)
+    for state in (False, True)
+    for holder in (False, True)
+    for after in (False, True)
+}
 
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosed", "StoreError"]
@@ -539,7 +570,9 @@ class SqliteStore:
         except sqlite3.Error:
             pass
 
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _query(
+        self, sql: str, params: tuple[Any, ...] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         with self._lock:
             conn = self._connection()
             try:
@@ -567,6 +600,42 @@ class SqliteStore:
                 (state.value,),
             )
         return [_lease_row(r) for r in rows]
+
+    def list_leases_page(
+        self,
+        *,
+        state: LeaseState | None = None,
+        holder: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[LeaseRow]:
+        """At most ``limit`` lease rows in grant order (``granted_wall``, then id).
+
+        Optionally of one ``state`` and one ``holder``; ``after`` is the id of the last
+        lease of the previous page. A keyset query on an index: the cost is the page's,
+        not the table's. An ``after`` that names no lease gives an empty page.
+        """
+        params: dict[str, Any] = {"limit": limit}
+        if state is not None:
+            params["state"] = state.value
+        if holder is not None:
+            params["holder"] = holder
+        with self._lock:
+            if after is not None:
+                cursor = self._query(_SELECT_CURSOR, (id_hex(after),))
+                if not cursor:
+                    return []
+                params["after_wall"], params["after_id"] = cursor[0]
+            sql = _SELECT_PAGE[(state is not None, holder is not None, after is not None)]
+            rows = self._query(sql, params)
+        return [_lease_row(r) for r in rows]
+
+    def count_leases_by_state(self) -> dict[LeaseState, int]:
+        """How many leases are in each state; one aggregate over the state index."""
+        counts = dict.fromkeys(LeaseState, 0)
+        for state, count in self._query(_COUNT_BY_STATE):
+            counts[LeaseState(state)] = int(count)
+        return counts
 
     def audit_records(self, after_seq: int = 0, limit: int = 100) -> list[AuditRecord]:
         """Records with seq > ``after_seq`` in seq order, at most ``limit``."""

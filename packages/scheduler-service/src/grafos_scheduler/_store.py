@@ -86,7 +86,7 @@ class StoreTransaction(Protocol):
         ...
 
     def delete_ticket(self, ticket_id: int) -> None:
-        """Remove a ticket (it was granted)."""
+        """Remove a ticket (it was granted or cancelled)."""
         ...
 
     def active_leases(self) -> list[LeaseRow]:
@@ -132,6 +132,29 @@ class SchedulerStore(Protocol):
 
     def list_leases(self, state: LeaseState | None = None) -> list[LeaseRow]:
         """Lease rows, optionally of one state, oldest grant first."""
+        ...
+
+    def list_leases_page(
+        self,
+        *,
+        state: LeaseState | None = None,
+        holder: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[LeaseRow]:
+        """At most ``limit`` lease rows in grant order (``granted_wall``, then id).
+
+        Optionally of one ``state`` and one ``holder``; ``after`` is the id of the last
+        lease of the previous page (the page starts after it, whatever its state now).
+        An ``after`` that names no lease gives an empty page.
+        """
+        ...
+
+    def count_leases_by_state(self) -> dict[LeaseState, int]:
+        """How many leases are in each state (states with none may be left out).
+
+        A cheap aggregate, for metrics: it reads no lease rows.
+        """
         ...
 
     def audit_records(self, after_seq: int = 0, limit: int = 100) -> list[AuditRecord]:
