@@ -29,6 +29,7 @@ else:
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOC = ROOT / "docs" / "benchmarks.md"
+NOTES = HERE / "notes.md"
 
 
 def discover(only: str | None) -> list[Path]:
@@ -105,6 +106,9 @@ def render(rows: list[Row], modules: list[str], quick: bool) -> str:
             met = "met" if row.passed else "NOT met"
             verdict = f"target {row.target}: {met} (ratio {row.ratio:.3f})"
         lines.append(f"- {row.group}, {row.name}: {verdict}")
+    # Hand-written analysis survives regeneration: it lives beside the benchmarks.
+    if NOTES.exists():
+        lines += ["", NOTES.read_text(encoding="utf-8").rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
