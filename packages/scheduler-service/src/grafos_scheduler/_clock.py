@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
+
+from ._errors import InvalidRequest
 
 
 class Clock(Protocol):
@@ -83,3 +86,43 @@ class ManualClock:
 
     def __repr__(self) -> str:
         return f"ManualClock(now={self.monotonic()!r})"
+
+
+class CallableClock:
+    """Adapts a bare monotonic function (``time.monotonic``, a test's fake) to a Clock.
+
+    ``wall()`` is anchored to the real wall clock when the adapter is made, then moves
+    with the function. A function carries no wall time of its own, so across a restart
+    the downtime is measured on the real wall clock: right for ``time.monotonic``, but a
+    fake function's jumps while "down" are not seen. Tests that restart across fake
+    time use :class:`ManualClock`, whose wall reading moves with it.
+    """
+
+    __slots__ = ("_read", "_wall_offset")
+
+    def __init__(self, read: Callable[[], float]) -> None:
+        self._read = read
+        self._wall_offset = time.time() - float(read())
+
+    def monotonic(self) -> float:
+        return float(self._read())
+
+    def wall(self) -> float:
+        return float(self._read()) + self._wall_offset
+
+    def __repr__(self) -> str:
+        return f"CallableClock({self._read!r})"
+
+
+def as_clock(clock: Clock | Callable[[], float] | None) -> Clock:
+    """The Clock for ``clock``: the system's for None, an adapter for a bare function."""
+    if clock is None:
+        return SystemClock()
+    if callable(getattr(clock, "monotonic", None)) and callable(getattr(clock, "wall", None)):
+        return clock  # type: ignore[return-value]
+    if callable(clock):
+        return CallableClock(clock)
+    raise InvalidRequest(
+        f"clock {clock!r} is neither a Clock (monotonic() and wall()) nor a function "
+        "returning monotonic seconds"
+    )

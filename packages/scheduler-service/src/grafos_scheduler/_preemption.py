@@ -11,11 +11,11 @@ import enum
 import heapq
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
-from ._clock import Clock
+from ._clock import Clock, as_clock
 from ._errors import InvalidRequest
 from ._lease import check_id, check_priority, check_seconds, check_slots
 
@@ -154,8 +154,10 @@ class PreemptionManager:
     manager never calls out while holding its lock.
     """
 
-    def __init__(self, clock: Clock, max_defer: float = 30.0) -> None:
-        self._clock = clock
+    def __init__(
+        self, clock: Clock | Callable[[], float] | None = None, max_defer: float = 30.0
+    ) -> None:
+        self._clock = as_clock(clock)
         self._max_defer = check_seconds(max_defer, "max_defer", allow_zero=True)
         self._lock = threading.Lock()
         self._tracked: dict[int, _Entry] = {}

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from ._audit import AuditKind, AuditLog
-from ._clock import Clock, SystemClock
+from ._clock import Clock, as_clock
 from ._errors import (
     CapacityExceeded,
     FencingTokenMismatch,
@@ -115,12 +115,12 @@ class Scheduler:
         capacity: int,
         store: SchedulerStore,
         *,
-        clock: Clock | None = None,
+        clock: Clock | Callable[[], float] | None = None,
         max_defer: float = 30.0,
     ) -> None:
         self.capacity: int = check_count(capacity, "capacity", 1)
         self._store = store
-        self._clock: Clock = SystemClock() if clock is None else clock
+        self._clock: Clock = as_clock(clock)
         #: The manager tracking ACTIVE leases and their non-preemptible markers. Callers
         #: use only its marker operations (``mark_non_preemptible``,
         #: ``clear_non_preemptible``, ``reasons``, ``is_tracked``) and :attr:`wake`.
@@ -259,6 +259,11 @@ class Scheduler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def clock(self) -> Clock:
+        """The clock every decision of this scheduler is made on."""
+        return self._clock
 
     @property
     def closed(self) -> bool:
