@@ -217,6 +217,16 @@ def _own_lease(request: Request[Any, Any, Any], lease_id: str) -> tuple[int, Lea
     return lid, lease
 
 
+def _own_ticket(request: Request[Any, Any, Any], ticket_id: str) -> tuple[int, Lease | Ticket]:
+    """The ticket (or the lease it became), if the caller requested it or is the admin."""
+    tid = parse_id(ticket_id, "ticket_id")
+    outcome = _ctx(request).scheduler.poll(tid)
+    principal = _principal(request)
+    if not principal.may_act_on(outcome.holder):
+        raise _Forbidden(f"principal {principal.name!r} did not request ticket {ticket_id}")
+    return tid, outcome
+
+
 def _require_admin(request: Request[Any, Any, Any]) -> None:
     principal = _principal(request)
     if not principal.is_admin:
@@ -587,13 +597,8 @@ def _acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
     sync_to_thread=True,
 )
 def poll_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> AcquireResult:
-    tid = parse_id(ticket_id, "ticket_id")
-    ctx = _ctx(request)
-    outcome = ctx.scheduler.poll(tid)
-    principal = _principal(request)
-    if not principal.may_act_on(outcome.holder):
-        raise _Forbidden(f"principal {principal.name!r} did not request ticket {ticket_id}")
-    return ctx.result(outcome)
+    _, outcome = _own_ticket(request, ticket_id)
+    return _ctx(request).result(outcome)
 
 
 @delete(
@@ -604,13 +609,10 @@ def poll_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> Acqu
     sync_to_thread=True,
 )
 def cancel_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> TicketView:
-    tid = parse_id(ticket_id, "ticket_id")
-    ctx = _ctx(request)
     # Who may cancel is settled before anything else is said about the ticket.
-    outcome = ctx.scheduler.poll(tid)
+    tid, _ = _own_ticket(request, ticket_id)
+    ctx = _ctx(request)
     principal = _principal(request)
-    if not principal.may_act_on(outcome.holder):
-        raise _Forbidden(f"principal {principal.name!r} did not request ticket {ticket_id}")
     cancelled = ctx.scheduler.cancel_ticket(tid)
     _event(
         "ticket_cancelled",

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
+import attrs
+
 from ._audit import GENESIS_HASH, AuditKind, AuditRecord, make_record
 from ._errors import SchedulerError, StoreClosed, StoreError
 from ._lease import LeaseState, id_from_hex, id_hex
@@ -338,18 +340,7 @@ class _SqliteTransaction:
             ),
         )
         assert cur.lastrowid is not None
-        return TicketRow(
-            ticket_id=row.ticket_id,
-            job=row.job,
-            holder=row.holder,
-            priority=row.priority,
-            slots=row.slots,
-            ttl=row.ttl,
-            epoch=row.epoch,
-            requested_at=row.requested_at,
-            requested_wall=row.requested_wall,
-            position=cur.lastrowid,
-        )
+        return attrs.evolve(row, position=cur.lastrowid)
 
     def delete_ticket(self, ticket_id: int) -> None:
         self._c().execute("DELETE FROM tickets WHERE ticket_id = ?", (id_hex(ticket_id),))
