@@ -28,7 +28,10 @@ def make_scheduler(db_path: Path, clock: ManualClock) -> Iterator[SchedulerFacto
     opened: list[Scheduler] = []
 
     def make(capacity: int = 10, *, max_defer: float = 30.0) -> Scheduler:
-        scheduler = Scheduler(capacity, SqliteStore(db_path), clock=clock, max_defer=max_defer)
+        # Deterministic: the tests drive the executor's work with tick().
+        scheduler = Scheduler(
+            capacity, SqliteStore(db_path), clock=clock, max_defer=max_defer, autostart=False
+        )
         opened.append(scheduler)
         return scheduler
 

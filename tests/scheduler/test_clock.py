@@ -31,7 +31,8 @@ class FakeTime:
 
 def test_a_scheduler_runs_on_a_bare_clock_function(tmp_path: Path) -> None:
     fake = FakeTime()
-    with Scheduler(2, SqliteStore(tmp_path / "s.db"), clock=fake, max_defer=5.0) as scheduler:
+    store = SqliteStore(tmp_path / "s.db")
+    with Scheduler(2, store, clock=fake, max_defer=5.0, autostart=False) as scheduler:
         lease = scheduler.acquire("job", "w", 0, 1, 10.0)
         assert isinstance(lease, Lease)
         assert lease.expires_at == 1010.0, "decisions are made on the function's seconds"
@@ -42,23 +43,33 @@ def test_a_scheduler_runs_on_a_bare_clock_function(tmp_path: Path) -> None:
         assert scheduler.get(lease.lease_id).state is LeaseState.EXPIRED
 
 
-def test_across_a_restart_a_bare_function_measures_downtime_on_the_real_wall_clock(
-    tmp_path: Path,
-) -> None:
+def test_a_restart_on_the_same_function_sees_the_downtime(tmp_path: Path) -> None:
     fake = FakeTime()
-    with Scheduler(2, SqliteStore(tmp_path / "s.db"), clock=fake) as first:
+    with Scheduler(2, SqliteStore(tmp_path / "s.db"), clock=fake, autostart=False) as first:
+        short = first.acquire("short", "w", 0, 1, 5.0)
+        long = first.acquire("long", "w", 0, 1, 60.0)
+        assert isinstance(short, Lease)
+        assert isinstance(long, Lease)
+    fake.now += 20.0  # down for 20 s of the function's time
+    with Scheduler(2, SqliteStore(tmp_path / "s.db"), clock=fake, autostart=False) as second:
+        assert second.get(short.lease_id).state is LeaseState.EXPIRED, "lapsed while down"
+        with pytest.raises(LeaseExpired):
+            second.renew(short.lease_id, short.fencing_token)
+        kept = second.get(long.lease_id)
+        assert kept.state is LeaseState.ACTIVE
+        assert kept.expires_at == 1060.0, "the remaining 40 s are kept"
+
+
+def test_a_restored_lease_never_keeps_more_than_a_fresh_ttl(tmp_path: Path) -> None:
+    # A function that started again from a lower value (time.monotonic after a
+    # reboot) must not leave a restored lease alive for ages.
+    fake = FakeTime()
+    with Scheduler(2, SqliteStore(tmp_path / "s.db"), clock=fake, autostart=False) as first:
         lease = first.acquire("job", "w", 0, 1, 10.0)
         assert isinstance(lease, Lease)
-    # The fake jumps 4 s while "down", but almost no real time passes: the remaining
-    # ~10 s are measured on the real wall clock, from the new process's start.
-    fake.now += 4.0
-    with Scheduler(2, SqliteStore(tmp_path / "s.db"), clock=fake) as second:
-        restored = second.get(lease.lease_id)
-        assert restored.state is LeaseState.ACTIVE
-        assert restored.expires_at == pytest.approx(1014.0, abs=0.5)
-        fake.now += 10.5
-        second.tick()
-        assert second.get(lease.lease_id).state is LeaseState.EXPIRED
+    fake.now = 5.0
+    with Scheduler(2, SqliteStore(tmp_path / "s.db"), clock=fake, autostart=False) as second:
+        assert second.get(lease.lease_id).expires_at == 15.0
 
 
 def test_a_preemption_manager_defers_on_a_bare_clock_function() -> None:

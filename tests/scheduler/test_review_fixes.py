@@ -259,7 +259,7 @@ def test_sqlite_errors_in_a_transaction_become_store_errors(
 
 
 def test_busy_timeout_becomes_a_store_error(db_path: Path, clock: ManualClock) -> None:
-    scheduler = Scheduler(2, SqliteStore(db_path, busy_timeout=0.05), clock=clock)
+    scheduler = Scheduler(2, SqliteStore(db_path, busy_timeout=0.05), clock=clock, autostart=False)
     try:
         blocker = sqlite3.connect(db_path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")

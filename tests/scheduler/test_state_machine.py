@@ -49,7 +49,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     def _open(self) -> Scheduler:
         store = SqliteStore(self.dir / "s.sqlite3")
-        return Scheduler(CAPACITY, store, clock=self.clock, max_defer=MAX_DEFER)
+        return Scheduler(CAPACITY, store, clock=self.clock, max_defer=MAX_DEFER, autostart=False)
 
     def teardown(self) -> None:
         self.scheduler.close()

@@ -45,7 +45,6 @@ def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str])
         (["serve", "--tokens", "t.toml", "--capacity", "0"], "capacity"),
         (["serve", "--tokens", "t.toml", "--max-defer", "nan"], "max-defer"),
         (["demo", "--size", "huge"], "size"),
-        (["audit", "verify"], "--db"),
         (["leases", "list", "--db", "x", "--state", "zombie"], "state"),
         (["frobnicate"], "frobnicate"),
     ],
@@ -182,3 +181,20 @@ def test_audit_and_leases_read_a_real_store_read_only(tmp_path: Path) -> None:
         assert "job-a" in result.stdout
     finally:
         os.chmod(db, 0o644)
+
+
+def test_audit_and_leases_default_to_the_database_serve_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # Nothing there yet: one line naming the default file, status 2.
+    assert main(["audit", "verify"]) == 2
+    err = capsys.readouterr().err
+    assert "grafos-scheduler.db" in err
+    assert len(err.strip().splitlines()) == 1
+    # A scheduler's store at that name is read without --db.
+    with Scheduler(2, SqliteStore(tmp_path / "grafos-scheduler.db"), autostart=False) as s:
+        s.acquire("job-at-default", "w", 0, 1, 60.0)
+    assert main(["audit", "verify"]) == 0
+    assert main(["leases", "list"]) == 0
+    assert "job-at-default" in capsys.readouterr().out

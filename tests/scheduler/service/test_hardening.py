@@ -112,13 +112,34 @@ def test_core_check_name_refuses_control_characters(name: str, scheduler: Schedu
 # ------------------------------------------------------------------ 19: ttl, duplicates
 
 
-@pytest.mark.parametrize("ttl", [1e-320, 0.001, 0.0099])
-def test_a_ttl_below_the_minimum_is_400(client: Client, headers: Headers, ttl: float) -> None:
+@pytest.mark.parametrize("ttl", [0, -1, -1e-320, 86_400.5])
+def test_a_ttl_that_is_not_positive_or_over_a_day_is_400(
+    client: Client, headers: Headers, ttl: float
+) -> None:
     r = client.post(
         "/v1/leases", json={"job": "j", "slots": 1, "ttl": ttl}, headers=headers["alice"]
     )
     assert r.status_code == 400, r.text
     assert r.json()["field"] == "ttl"
+
+
+@pytest.mark.parametrize("ttl", [1e-320, 0.001])
+def test_a_tiny_positive_ttl_is_granted_and_simply_runs_out(
+    client: Client, headers: Headers, ttl: float
+) -> None:
+    # The issue refuses only a ttl that is not positive; a tiny one is a lease that
+    # expires at once, and renewing it is a 410 like any other expired lease.
+    r = client.post(
+        "/v1/leases", json={"job": "j", "slots": 1, "ttl": ttl}, headers=headers["alice"]
+    )
+    assert r.status_code == 201, r.text
+    lease = r.json()["lease"]
+    renewed = client.post(
+        f"/v1/leases/{lease['lease_id']}/renew",
+        json={"fencing_token": lease["fencing_token"], "reasons": []},
+        headers=headers["alice"],
+    )
+    assert renewed.status_code == 410, renewed.text
 
 
 def test_duplicate_keys_are_400_naming_the_key(client: Client, headers: Headers) -> None:

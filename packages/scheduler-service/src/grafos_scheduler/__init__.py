@@ -37,6 +37,7 @@ from ._errors import LeaseNotActive as LeaseNotActive
 from ._errors import SchedulerError as SchedulerError
 from ._errors import StoreClosed as StoreClosed
 from ._errors import StoreError as StoreError
+from ._errors import StoreSuperseded as StoreSuperseded
 from ._errors import TicketGranted as TicketGranted
 from ._errors import UnknownLease as UnknownLease
 from ._errors import UnknownTicket as UnknownTicket
@@ -122,6 +123,7 @@ __all__ = [
     "SqliteStore",
     "StoreClosed",
     "StoreError",
+    "StoreSuperseded",
     "StoreTransaction",
     "SystemClock",
     "Ticket",

@@ -24,6 +24,7 @@ from ._errors import SchedulerError
 __all__ = ["JsonLogFormatter", "main"]
 
 DEFAULT_PORT = 8470
+DEFAULT_DB = "grafos-scheduler.db"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -122,9 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
             "/schema and Prometheus metrics at /metrics."
         ),
     )
-    serve.add_argument(
-        "--db", default="grafos-scheduler.db", help="SQLite file (default: %(default)s)"
-    )
+    serve.add_argument("--db", default=DEFAULT_DB, help="SQLite file (default: %(default)s)")
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, local only)"
     )
@@ -227,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--db", help="SQLite file of a scheduler (read directly)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--db",
+        help=f"SQLite file of a scheduler, read directly (default: {DEFAULT_DB}, as serve)",
+    )
     source.add_argument("--url", help="base URL of a running service, e.g. http://127.0.0.1:8470")
     parser.add_argument("--tokens", help="token file with the admin token (with --url)")
 
@@ -375,8 +377,16 @@ def _client(args: argparse.Namespace) -> Any:
     return SchedulerClient(args.url, tokens.admin_token)
 
 
+def _default_source(args: argparse.Namespace) -> None:
+    # Neither --db nor --url: the file `serve` uses by default, in this directory.
+    if args.db is None and args.url is None:
+        args.db = DEFAULT_DB
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from ._client import ServiceError
+
+    _default_source(args)
 
     if args.db is not None:
         from ._audit import AuditLog
@@ -408,6 +418,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 def _leases_list(args: argparse.Namespace) -> int:
     from ._client import ServiceError
 
+    _default_source(args)
     rows: list[dict[str, Any]] = []
     if args.db is not None:
         from ._lease import LeaseState

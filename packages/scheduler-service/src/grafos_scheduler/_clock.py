@@ -91,24 +91,24 @@ class ManualClock:
 class CallableClock:
     """Adapts a bare monotonic function (``time.monotonic``, a test's fake) to a Clock.
 
-    ``wall()`` is anchored to the real wall clock when the adapter is made, then moves
-    with the function. A function carries no wall time of its own, so across a restart
-    the downtime is measured on the real wall clock: right for ``time.monotonic``, but a
-    fake function's jumps while "down" are not seen. Tests that restart across fake
-    time use :class:`ManualClock`, whose wall reading moves with it.
+    The function's seconds serve as the wall reading too, so deadlines persisted
+    across a restart on the same function see the time it moved while the service
+    was down: a fake clock advanced "during" a restart expires what lapsed. (After a
+    reboot ``time.monotonic`` starts again from zero; the scheduler never lets a
+    restored lease keep more than a fresh TTL, so nothing is held forever. Use the
+    default :class:`SystemClock` in production.)
     """
 
-    __slots__ = ("_read", "_wall_offset")
+    __slots__ = ("_read",)
 
     def __init__(self, read: Callable[[], float]) -> None:
         self._read = read
-        self._wall_offset = time.time() - float(read())
 
     def monotonic(self) -> float:
         return float(self._read())
 
     def wall(self) -> float:
-        return float(self._read()) + self._wall_offset
+        return float(self._read())
 
     def __repr__(self) -> str:
         return f"CallableClock({self._read!r})"

@@ -29,6 +29,14 @@ class StoreClosed(StoreError):
     """The store was closed."""
 
 
+class StoreSuperseded(StoreError):
+    """A newer store on the same database file in this process took ownership over.
+
+    The older store (and the scheduler on it) may no longer write: its view of the
+    leases is stale, and two writers would break capacity and end states.
+    """
+
+
 class InvalidRequest(SchedulerError, ValueError):
     """A bad argument: slots, ttl, priority, a name, an id. Nothing was changed."""
 

@@ -60,9 +60,6 @@ NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 # SQLite stores integers as signed 64-bit; anything wider would fail deep in the store.
 INT64_MAX = 2**63 - 1
 MAX_TTL = 86_400.0  # one day: a longer lease is an operator mistake, not a lease
-# Ten milliseconds: a shorter lease has expired before its grant reaches the worker
-# (and 1e-320 would be accepted as "positive").
-MIN_TTL = 0.01
 MAX_SLOTS = 1_000_000
 MAX_CAUSE = 500
 
@@ -115,7 +112,8 @@ class AcquireRequest:
 
     job: JobName
     slots: Annotated[int, Meta(ge=1, le=MAX_SLOTS)]
-    ttl: Annotated[float, Meta(ge=MIN_TTL, le=MAX_TTL, description="seconds")]
+    # Any positive ttl, as the issue states; a tiny one is simply expired at once.
+    ttl: Annotated[float, Meta(gt=0, le=MAX_TTL, description="seconds")]
     priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0
 
 

@@ -158,6 +158,7 @@ class PreemptionManager:
         self, clock: Clock | Callable[[], float] | None = None, max_defer: float = 30.0
     ) -> None:
         self._clock = as_clock(clock)
+        self._carrier: Callable[[int, str], PreemptionDecision] | None = None
         self._max_defer = check_seconds(max_defer, "max_defer", allow_zero=True)
         self._lock = threading.Lock()
         self._tracked: dict[int, _Entry] = {}
@@ -254,6 +255,11 @@ class PreemptionManager:
 
     def __len__(self) -> int:
         return len(self._tracked)
+
+    def __bool__(self) -> bool:
+        # A manager with nothing tracked is still a manager: `if scheduler.manager:`
+        # must not read as "no manager".
+        return True
 
     # -- markers (the hot path) ------------------------------------------------------
 
@@ -353,14 +359,34 @@ class PreemptionManager:
 
     # -- preemption ------------------------------------------------------------------
 
+    def bind(self, carrier: Callable[[int, str], PreemptionDecision]) -> None:
+        """Hand :meth:`request_preemption` to the owner that carries decisions out.
+
+        A :class:`Scheduler` binds itself, so that a request made on its manager is
+        recorded, executed and its slots freed exactly as one made on the scheduler.
+        """
+        self._carrier = carrier
+
     def request_preemption(self, lease_id: int, cause: str) -> PreemptionDecision:
-        """Decide a preemption: PREEMPTED now, DEFERRED, or NOT_TRACKED.
+        """Request a preemption: PREEMPTED now, DEFERRED, or NOT_TRACKED.
+
+        A marked lease is DEFERRED until its last marker clears, or forced at request
+        time + ``max_defer``. When a scheduler owns this manager, the request goes
+        through it and is carried out (state, slots, audit, callback); a manager on
+        its own only decides, as :meth:`decide_preemption` does.
+        """
+        carrier = self._carrier
+        if carrier is not None:
+            return carrier(lease_id, cause)
+        return self.decide_preemption(lease_id, cause)
+
+    def decide_preemption(self, lease_id: int, cause: str) -> PreemptionDecision:
+        """Decide a preemption without carrying it out.
 
         PREEMPTED stops tracking the lease at once (later markers return False); the
         caller must carry the preemption out, then call :meth:`untrack` (or
         :meth:`restore_taken` if it could not). A lease that is already pending keeps
-        its original deadline and cause. Callers of a :class:`Scheduler` go through
-        :meth:`Scheduler.request_preemption`, which does all of this.
+        its original deadline and cause.
         """
         now = self._clock.monotonic()
         with self._lock:

@@ -23,6 +23,7 @@ from ._errors import (
     LeaseExpired,
     LeaseNotActive,
     SchedulerError,
+    StoreSuperseded,
     TicketGranted,
     UnknownLease,
     UnknownTicket,
@@ -117,16 +118,15 @@ class Scheduler:
         *,
         clock: Clock | Callable[[], float] | None = None,
         max_defer: float = 30.0,
+        autostart: bool = True,
     ) -> None:
         self.capacity: int = check_count(capacity, "capacity", 1)
         self._store = store
         self._clock: Clock = as_clock(clock)
-        #: The manager tracking ACTIVE leases and their non-preemptible markers. Callers
-        #: use only its marker operations (``mark_non_preemptible``,
-        #: ``clear_non_preemptible``, ``reasons``, ``is_tracked``) and :attr:`wake`.
-        #: Preemption requests go through :meth:`Scheduler.request_preemption`: the
-        #: manager's own ``request_preemption`` only decides, and leaves the lease
-        #: ACTIVE in the store with nobody to carry it out.
+        #: The manager tracking ACTIVE leases and their non-preemptible markers
+        #: (``mark_non_preemptible``, ``clear_non_preemptible``, ``reasons``). Its
+        #: ``request_preemption`` is bound to this scheduler's, so a request made on
+        #: either is recorded and carried out the same way.
         self.manager = PreemptionManager(self._clock, max_defer)
         #: A ``grafos_pipeline.CheckpointFlushObserver`` wired to :attr:`manager`.
         self.observer = PreemptionFlushObserver(self.manager)
@@ -151,6 +151,9 @@ class Scheduler:
         self._stop = threading.Event()
         with self._lock:
             self._recover()
+        self.manager.bind(self._request_from_manager)
+        if autostart:
+            self.start()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -188,11 +191,12 @@ class Scheduler:
                     )
                     continue
                 # Remaining time comes from the wall clock; the old monotonic one is void.
+                # It never exceeds a fresh TTL, whatever a clock did across the restart.
                 current = attrs.evolve(
                     row,
                     epoch=self._epoch,
                     granted_at=now - (wall - row.granted_wall),
-                    expires_at=now + (row.expires_wall - wall),
+                    expires_at=now + min(row.expires_wall - wall, row.ttl),
                 )
                 txn.update_lease(current)
                 kept.append(current)
@@ -208,7 +212,7 @@ class Scheduler:
                     row.lease_id,
                     row.preempt_cause,
                     now - (wall - row.preempt_requested_wall),
-                    now + (row.preempt_deadline_wall - wall),
+                    now + min(row.preempt_deadline_wall - wall, self.manager.max_defer),
                 )
         self._grant_tickets_locked()
 
@@ -283,6 +287,10 @@ class Scheduler:
                 break
             try:
                 self.tick()
+            except StoreSuperseded:
+                # A newer scheduler owns the database now: this one must stop writing.
+                _log.warning("the store was taken over by a newer scheduler; executor stops")
+                return
             except Exception:
                 # A store error must not kill the executor; it retries on the next wake.
                 _log.exception("the scheduler executor failed; retrying")
@@ -567,7 +575,7 @@ class Scheduler:
         self, row: LeaseRow, cause: str, *, grant: bool = True
     ) -> PreemptionDecision:
         already = row.preempt_cause is not None
-        decision = self.manager.request_preemption(row.lease_id, cause)
+        decision = self.manager.decide_preemption(row.lease_id, cause)
         if decision.outcome is PreemptionOutcome.PREEMPTED:
             executed: tuple[AuditKind, Mapping[str, Any]] = (
                 AuditKind.PREEMPTION_EXECUTED,
@@ -972,6 +980,14 @@ class Scheduler:
         """Slots held by ACTIVE leases."""
         with self._lock:
             return self._used
+
+    def _request_from_manager(self, lease_id: int, cause: str) -> PreemptionDecision:
+        # The manager's contract answers NOT_TRACKED for any id it does not track,
+        # including one that was never granted.
+        try:
+            return self.request_preemption(lease_id, cause)
+        except UnknownLease:
+            return PreemptionDecision(lease_id, PreemptionOutcome.NOT_TRACKED, cause)
 
     def request_preemption(self, lease_id: int, cause: str) -> PreemptionDecision:
         """Preempt a lease now, or defer it while it is marked (at most ``max_defer``).

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
@@ -14,7 +15,7 @@ from typing import IO, Any
 import attrs
 
 from ._audit import GENESIS_HASH, AuditKind, AuditRecord, make_record
-from ._errors import SchedulerError, StoreClosed, StoreError
+from ._errors import SchedulerError, StoreClosed, StoreError, StoreSuperseded
 from ._lease import LeaseState, id_from_hex, id_hex
 from ._store import LeaseRow, TicketRow
 
@@ -183,6 +184,13 @@ def _lock_owner(path: str) -> IO[bytes] | None:
             path,
         ) from None
     return handle
+
+
+# The store that owns each database file in this process. A newer store on the same
+# file takes the owner lock over (a restart within one process, e.g. in tests, may not
+# have closed the old one); the older store is superseded and may no longer write.
+_OWNERS: weakref.WeakValueDictionary[str, SqliteStore] = weakref.WeakValueDictionary()
+_OWNERS_LOCK = threading.Lock()
 
 
 def _lease_params(row: LeaseRow) -> tuple[Any, ...]:
@@ -421,6 +429,7 @@ class SqliteStore:
         # users (``audit verify``, ``leases list``) can open a store a scheduler owns.
         self._owner: IO[bytes] | None = None
         self._owned = False
+        self._superseded = False
         try:
             if read_only:
                 uri = "file:" + urllib.parse.quote(os.path.abspath(self._path)) + "?mode=ro"
@@ -502,9 +511,34 @@ class SqliteStore:
             owner.close()
 
     def _own(self) -> None:
-        if not self._owned:
-            self._owner = _lock_owner(self._path)
+        if self._superseded:
+            raise StoreSuperseded(
+                f"store {self._path!r} was superseded by a newer store on the same file "
+                "in this process; this one may no longer write",
+                self._path,
+            )
+        if self._owned:
+            return
+        key = os.path.realpath(self._path)
+        with _OWNERS_LOCK:
+            previous = _OWNERS.get(key)
+            if previous is not None and previous is not self and previous._owned:
+                # Same process: the lock is ours already; move it to the newer store.
+                self._owner = previous._surrender()
+            else:
+                self._owner = _lock_owner(self._path)
             self._owned = True
+            if not _is_memory(self._path):
+                _OWNERS[key] = self
+
+    def _surrender(self) -> IO[bytes] | None:
+        # Called under _OWNERS_LOCK by the store taking over. Taking this store's own
+        # lock waits out a transaction in flight, so none is cut in half.
+        with self._lock:
+            self._superseded = True
+            owner, self._owner = self._owner, None
+            self._owned = False
+            return owner
 
     @property
     def path(self) -> str:
