@@ -55,8 +55,8 @@ def serve(port: int, directory: str) -> None:
     from litestar import Request, post
 
     from grafos_scheduler import Scheduler, SqliteStore
-    from grafos_scheduler._auth import TokenConfig
-    from grafos_scheduler._http import create_app
+    from grafos_scheduler._service._app import create_app
+    from grafos_scheduler._service._auth import TokenConfig
 
     async def no_body_parsing(request: Request) -> None:  # type: ignore[type-arg]
         return None  # the floor skips our strict body parser; Litestar's own still runs

@@ -10,9 +10,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from grafos_scheduler import Scheduler, SqliteStore
-from grafos_scheduler._auth import TokenConfig
-from grafos_scheduler._client import SchedulerClient
-from grafos_scheduler._http import BackgroundServer, create_app
+from grafos_scheduler._remote._client import SchedulerClient
+from grafos_scheduler._service._app import BackgroundServer, create_app
+from grafos_scheduler._service._auth import TokenConfig
 
 ADMIN_TOKEN = "admin-token-for-tests-0001"
 WORKER_TOKENS = {

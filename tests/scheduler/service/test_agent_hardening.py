@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from grafos_pipeline import Checkpoint, MemoryCheckpointStore, Pipeline
-from grafos_scheduler._agent import RunOutcome, WorkerAgent
-from grafos_scheduler._auth import TokenConfig
-from grafos_scheduler._client import LeaseGone, SchedulerClient
-from grafos_scheduler._demo import Mix, RunningSum, Sink
-from grafos_scheduler._http import BackgroundServer
+from grafos_scheduler._cli._demo._run import Mix, RunningSum, Sink
+from grafos_scheduler._remote._agent import RunOutcome, WorkerAgent
+from grafos_scheduler._remote._client import LeaseGone, SchedulerClient
+from grafos_scheduler._service._app import BackgroundServer
+from grafos_scheduler._service._auth import TokenConfig
 
 from .conftest import WORKER_TOKENS
 

@@ -16,10 +16,10 @@ import pytest
 
 from grafos_pipeline import DirectoryCheckpointStore, Pipeline
 from grafos_scheduler import Scheduler
-from grafos_scheduler._auth import TokenConfig
-from grafos_scheduler._client import SchedulerClient
-from grafos_scheduler._demo import Sink
-from grafos_scheduler._http import BackgroundServer
+from grafos_scheduler._cli._demo._run import Sink
+from grafos_scheduler._remote._client import SchedulerClient
+from grafos_scheduler._service._app import BackgroundServer
+from grafos_scheduler._service._auth import TokenConfig
 
 WORKER = Path(__file__).with_name("agent_worker.py")
 

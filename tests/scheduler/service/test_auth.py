@@ -10,7 +10,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from grafos_scheduler._auth import Principal, TokenConfig, TokenConfigError
+from grafos_scheduler._service._auth import Principal, TokenConfig, TokenConfigError
 
 Client = TestClient[Litestar]
 Headers = dict[str, dict[str, str]]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from grafos_scheduler import Scheduler, SqliteStore
-from grafos_scheduler._cli import main
+from grafos_scheduler._cli._main import main
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from grafos_scheduler._demo import DemoConfig, WorkerSpec, run_demo
+from grafos_scheduler._cli._demo._run import DemoConfig, WorkerSpec, run_demo
 
 
 def test_a_timed_out_demo_fails_and_reports_each_unfinished_job(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from grafos_scheduler import InvalidRequest, Scheduler, SqliteStore, create_app
-from grafos_scheduler._lease import check_name
-from grafos_scheduler._models import (
+from grafos_scheduler._domain._lease import check_name
+from grafos_scheduler._wire._models import (
     AcquireRequest,
     FieldError,
     PreemptRequest,

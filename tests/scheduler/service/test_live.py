@@ -11,8 +11,9 @@ import pytest
 
 from grafos_pipeline import Checkpoint, DirectoryCheckpointStore, MemoryCheckpointStore, Pipeline
 from grafos_scheduler import Scheduler
-from grafos_scheduler._agent import RunOutcome, WorkerAgent
-from grafos_scheduler._client import (
+from grafos_scheduler._cli._demo._run import Mix, RunningSum, Sink, expected_output
+from grafos_scheduler._remote._agent import RunOutcome, WorkerAgent
+from grafos_scheduler._remote._client import (
     AuthenticationFailed,
     LeaseGone,
     NotFound,
@@ -22,8 +23,7 @@ from grafos_scheduler._client import (
     ServiceUnavailable,
     TokenConflict,
 )
-from grafos_scheduler._demo import Mix, RunningSum, Sink, expected_output
-from grafos_scheduler._http import BackgroundServer
+from grafos_scheduler._service._app import BackgroundServer
 
 
 def test_server_binds_loopback_and_serves(server: BackgroundServer) -> None:

@@ -16,15 +16,15 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from grafos_scheduler import Lease, LeaseState, Scheduler
-from grafos_scheduler._agent import WorkerAgent
-from grafos_scheduler._client import (
+from grafos_scheduler._remote._agent import WorkerAgent
+from grafos_scheduler._remote._client import (
     NotFound,
     PermissionDenied,
     RequestRejected,
     SchedulerClient,
     TokenConflict,
 )
-from grafos_scheduler._http import BackgroundServer
+from grafos_scheduler._service._app import BackgroundServer
 
 from .conftest import WORKER_TOKENS
 

@@ -6,69 +6,69 @@ Import everything from here; the ``_modules`` are private.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._agent import RunOutcome as RunOutcome
-from ._agent import RunResult as RunResult
-from ._agent import WorkerAgent as WorkerAgent
-from ._audit import AuditKind as AuditKind
-from ._audit import AuditLog as AuditLog
-from ._audit import AuditRecord as AuditRecord
-from ._audit import AuditVerification as AuditVerification
-from ._auth import Principal as Principal
-from ._auth import TokenConfig as TokenConfig
-from ._auth import TokenConfigError as TokenConfigError
-from ._client import AuthenticationFailed as AuthenticationFailed
-from ._client import LeaseGone as LeaseGone
-from ._client import NotFound as NotFound
-from ._client import PermissionDenied as PermissionDenied
-from ._client import RequestRejected as RequestRejected
-from ._client import SchedulerClient as SchedulerClient
-from ._client import ServiceError as ServiceError
-from ._client import ServiceUnavailable as ServiceUnavailable
-from ._client import TokenConflict as TokenConflict
-from ._clock import Clock as Clock
-from ._clock import ManualClock as ManualClock
-from ._clock import SystemClock as SystemClock
-from ._errors import CapacityExceeded as CapacityExceeded
-from ._errors import FencingTokenMismatch as FencingTokenMismatch
-from ._errors import InvalidRequest as InvalidRequest
-from ._errors import JobAlreadyLeased as JobAlreadyLeased
-from ._errors import LeaseExpired as LeaseExpired
-from ._errors import LeaseNotActive as LeaseNotActive
-from ._errors import SchedulerError as SchedulerError
-from ._errors import StoreClosed as StoreClosed
-from ._errors import StoreError as StoreError
-from ._errors import StoreSuperseded as StoreSuperseded
-from ._errors import TicketGranted as TicketGranted
-from ._errors import UnknownLease as UnknownLease
-from ._errors import UnknownTicket as UnknownTicket
-from ._lease import Lease as Lease
-from ._lease import LeaseState as LeaseState
-from ._lease import Ticket as Ticket
-from ._observer import PreemptionFlushObserver as PreemptionFlushObserver
-from ._preemption import DuePreemption as DuePreemption
-from ._preemption import NonPreemptibleReason as NonPreemptibleReason
-from ._preemption import PendingPreemption as PendingPreemption
-from ._preemption import PreemptionDecision as PreemptionDecision
-from ._preemption import PreemptionManager as PreemptionManager
-from ._preemption import PreemptionOutcome as PreemptionOutcome
-from ._scheduler import Scheduler as Scheduler
-from ._sqlite_store import SqliteStore as SqliteStore
-from ._store import LeaseRow as LeaseRow
-from ._store import SchedulerStore as SchedulerStore
-from ._store import StoreTransaction as StoreTransaction
-from ._store import TicketRow as TicketRow
+from ._domain._audit import AuditKind as AuditKind
+from ._domain._audit import AuditLog as AuditLog
+from ._domain._audit import AuditRecord as AuditRecord
+from ._domain._audit import AuditVerification as AuditVerification
+from ._domain._clock import Clock as Clock
+from ._domain._clock import ManualClock as ManualClock
+from ._domain._clock import SystemClock as SystemClock
+from ._domain._errors import CapacityExceeded as CapacityExceeded
+from ._domain._errors import FencingTokenMismatch as FencingTokenMismatch
+from ._domain._errors import InvalidRequest as InvalidRequest
+from ._domain._errors import JobAlreadyLeased as JobAlreadyLeased
+from ._domain._errors import LeaseExpired as LeaseExpired
+from ._domain._errors import LeaseNotActive as LeaseNotActive
+from ._domain._errors import SchedulerError as SchedulerError
+from ._domain._errors import StoreClosed as StoreClosed
+from ._domain._errors import StoreError as StoreError
+from ._domain._errors import StoreSuperseded as StoreSuperseded
+from ._domain._errors import TicketGranted as TicketGranted
+from ._domain._errors import UnknownLease as UnknownLease
+from ._domain._errors import UnknownTicket as UnknownTicket
+from ._domain._lease import Lease as Lease
+from ._domain._lease import LeaseState as LeaseState
+from ._domain._lease import Ticket as Ticket
+from ._domain._observer import PreemptionFlushObserver as PreemptionFlushObserver
+from ._domain._preemption import DuePreemption as DuePreemption
+from ._domain._preemption import NonPreemptibleReason as NonPreemptibleReason
+from ._domain._preemption import PendingPreemption as PendingPreemption
+from ._domain._preemption import PreemptionDecision as PreemptionDecision
+from ._domain._preemption import PreemptionManager as PreemptionManager
+from ._domain._preemption import PreemptionOutcome as PreemptionOutcome
+from ._remote._agent import RunOutcome as RunOutcome
+from ._remote._agent import RunResult as RunResult
+from ._remote._agent import WorkerAgent as WorkerAgent
+from ._remote._client import AuthenticationFailed as AuthenticationFailed
+from ._remote._client import LeaseGone as LeaseGone
+from ._remote._client import NotFound as NotFound
+from ._remote._client import PermissionDenied as PermissionDenied
+from ._remote._client import RequestRejected as RequestRejected
+from ._remote._client import SchedulerClient as SchedulerClient
+from ._remote._client import ServiceError as ServiceError
+from ._remote._client import ServiceUnavailable as ServiceUnavailable
+from ._remote._client import TokenConflict as TokenConflict
+from ._scheduler._scheduler import Scheduler as Scheduler
+from ._service._auth import Principal as Principal
+from ._service._auth import TokenConfig as TokenConfig
+from ._service._auth import TokenConfigError as TokenConfigError
+from ._store._protocol import LeaseRow as LeaseRow
+from ._store._protocol import SchedulerStore as SchedulerStore
+from ._store._protocol import StoreTransaction as StoreTransaction
+from ._store._protocol import TicketRow as TicketRow
+from ._store._sqlite import SqliteStore as SqliteStore
 
 if TYPE_CHECKING:
-    from ._http import BackgroundServer as BackgroundServer
-    from ._http import create_app as create_app
-    from ._metrics import SchedulerMetrics as SchedulerMetrics
+    from ._service._app import BackgroundServer as BackgroundServer
+    from ._service._app import create_app as create_app
+    from ._service._metrics import SchedulerMetrics as SchedulerMetrics
 
 # The HTTP server and metrics pull in Litestar, uvicorn and prometheus-client;
 # workers that only need SchedulerClient should not pay for importing them.
 _LAZY = {
-    "BackgroundServer": "._http",
-    "create_app": "._http",
-    "SchedulerMetrics": "._metrics",
+    "BackgroundServer": "._service._app",
+    "create_app": "._service._app",
+    "SchedulerMetrics": "._service._metrics",
 }
 
 

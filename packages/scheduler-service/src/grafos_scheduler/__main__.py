@@ -1,5 +1,5 @@
 """``python -m grafos_scheduler``: the same as the ``grafos-scheduler`` command."""
 
-from ._cli import main
+from ._cli._main import main
 
 raise SystemExit(main())

@@ -13,9 +13,9 @@ from typing import Any
 
 import attrs
 
-from ._audit import AuditKind, AuditLog
-from ._clock import Clock, as_clock
-from ._errors import (
+from .._domain._audit import AuditKind, AuditLog
+from .._domain._clock import Clock, as_clock
+from .._domain._errors import (
     CapacityExceeded,
     FencingTokenMismatch,
     InvalidRequest,
@@ -28,7 +28,7 @@ from ._errors import (
     UnknownLease,
     UnknownTicket,
 )
-from ._lease import (
+from .._domain._lease import (
     Lease,
     LeaseState,
     Ticket,
@@ -41,8 +41,8 @@ from ._lease import (
     id_hex,
     new_id,
 )
-from ._observer import PreemptionFlushObserver
-from ._preemption import (
+from .._domain._observer import PreemptionFlushObserver
+from .._domain._preemption import (
     DuePreemption,
     NonPreemptibleReason,
     PendingPreemption,
@@ -50,7 +50,7 @@ from ._preemption import (
     PreemptionManager,
     PreemptionOutcome,
 )
-from ._store import LeaseRow, SchedulerStore, StoreTransaction, TicketRow
+from .._store._protocol import LeaseRow, SchedulerStore, StoreTransaction, TicketRow
 
 _log = logging.getLogger("grafos_scheduler")
 

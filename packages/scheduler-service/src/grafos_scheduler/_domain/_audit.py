@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from ._errors import InvalidRequest
-from ._lease import check_count
+from .._domain._errors import InvalidRequest
+from .._domain._lease import check_count
 
 #: The most records one page of :meth:`AuditLog.records` returns.
 MAX_PAGE = 10_000

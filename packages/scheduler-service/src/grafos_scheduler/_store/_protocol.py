@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from ._audit import AuditKind, AuditRecord
-from ._lease import LeaseState
+from .._domain._audit import AuditKind, AuditRecord
+from .._domain._lease import LeaseState
 
 
 @attrs.frozen

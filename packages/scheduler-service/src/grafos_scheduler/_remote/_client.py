@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from ._errors import SchedulerError
-from ._models import (
+from .._domain._errors import SchedulerError
+from .._wire._models import (
     AcquireResult,
     AuditHeadView,
     AuditPage,

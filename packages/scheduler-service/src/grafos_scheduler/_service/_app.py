@@ -34,10 +34,9 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from msgspec import Meta
 
-from ._audit import AuditRecord
-from ._auth import Principal, TokenConfig
-from ._clock import Clock, SystemClock
-from ._errors import (
+from .._domain._audit import AuditRecord
+from .._domain._clock import Clock, SystemClock
+from .._domain._errors import (
     CapacityExceeded,
     FencingTokenMismatch,
     InvalidRequest,
@@ -50,9 +49,12 @@ from ._errors import (
     UnknownLease,
     UnknownTicket,
 )
-from ._lease import Lease, LeaseState, Ticket
-from ._metrics import SchedulerMetrics
-from ._models import (
+from .._domain._lease import Lease, LeaseState, Ticket
+from .._domain._preemption import NonPreemptibleReason
+from .._scheduler._scheduler import MAX_LEASE_PAGE, Scheduler
+from .._service._auth import Principal, TokenConfig
+from .._service._metrics import SchedulerMetrics
+from .._wire._models import (
     ID_PATTERN,
     AcquireRequest,
     AcquireResult,
@@ -77,8 +79,6 @@ from ._models import (
     parse_body,
     parse_id,
 )
-from ._preemption import NonPreemptibleReason
-from ._scheduler import MAX_LEASE_PAGE, Scheduler
 
 __all__ = ["BackgroundServer", "create_app"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import attrs
 
-from ._errors import SchedulerError
+from .._domain._errors import SchedulerError
 
 __all__ = [
     "ADMIN",

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import OrderedDict
 
-from ._preemption import NonPreemptibleReason, PreemptionManager
+from .._domain._preemption import NonPreemptibleReason, PreemptionManager
 
 _log = logging.getLogger("grafos_scheduler")
 _CHECKPOINT = NonPreemptibleReason.CHECKPOINT_IN_PROGRESS

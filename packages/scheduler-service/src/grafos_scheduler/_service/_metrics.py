@@ -17,13 +17,13 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ._lease import LeaseState
-from ._preemption import NonPreemptibleReason
+from .._domain._lease import LeaseState
+from .._domain._preemption import NonPreemptibleReason
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from ._scheduler import Scheduler
+    from .._scheduler._scheduler import Scheduler
 
 __all__ = ["PREEMPTION_KINDS", "SchedulerMetrics"]
 

@@ -32,7 +32,7 @@ import attrs
 
 from grafos_pipeline import Checkpoint, Pipeline, StaleFencingToken
 
-from ._client import (
+from .._remote._client import (
     LeaseGone,
     NotFound,
     SchedulerClient,
@@ -40,7 +40,7 @@ from ._client import (
     ServiceUnavailable,
     TokenConflict,
 )
-from ._models import LeaseView
+from .._wire._models import LeaseView
 
 __all__ = ["RunOutcome", "RunResult", "WorkerAgent"]
 

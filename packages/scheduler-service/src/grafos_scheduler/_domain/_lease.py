@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import InvalidRequest
+from .._domain._errors import InvalidRequest
 
 ID_BITS = 128
 ID_LIMIT = 2**ID_BITS

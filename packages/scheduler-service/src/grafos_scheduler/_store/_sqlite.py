@@ -14,10 +14,10 @@ from typing import IO, Any
 
 import attrs
 
-from ._audit import GENESIS_HASH, AuditKind, AuditRecord, make_record
-from ._errors import SchedulerError, StoreClosed, StoreError, StoreSuperseded
-from ._lease import LeaseState, id_from_hex, id_hex
-from ._store import LeaseRow, TicketRow
+from .._domain._audit import GENESIS_HASH, AuditKind, AuditRecord, make_record
+from .._domain._errors import SchedulerError, StoreClosed, StoreError, StoreSuperseded
+from .._domain._lease import LeaseState, id_from_hex, id_hex
+from .._store._protocol import LeaseRow, TicketRow
 
 SCHEMA_VERSION = "1"
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ._errors import InvalidRequest
+from .._domain._errors import InvalidRequest
 
 
 class Clock(Protocol):

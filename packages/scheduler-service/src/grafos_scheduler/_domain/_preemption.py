@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
-from ._clock import Clock, as_clock
-from ._errors import InvalidRequest
-from ._lease import check_id, check_priority, check_seconds, check_slots
+from .._domain._clock import Clock, as_clock
+from .._domain._errors import InvalidRequest
+from .._domain._lease import check_id, check_priority, check_seconds, check_slots
 
 
 class NonPreemptibleReason(enum.Enum):

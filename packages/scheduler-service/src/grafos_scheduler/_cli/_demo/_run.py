@@ -223,8 +223,8 @@ def worker_main(spec: WorkerSpec, events: Any, go: Any) -> None:
 def _worker(spec: WorkerSpec, events: Any, go: Any) -> None:
     from grafos_pipeline import DirectoryCheckpointStore
 
-    from ._agent import RunOutcome, WorkerAgent
-    from ._client import SchedulerClient, TokenConflict
+    from ..._remote._agent import RunOutcome, WorkerAgent
+    from ..._remote._client import SchedulerClient, TokenConflict
 
     # The terminal belongs to the parent's progress bars: log to a file of our own.
     logging.basicConfig(
@@ -359,10 +359,10 @@ def run_demo(config: DemoConfig) -> bool:
     """Run the demo; True when every check passed."""
     from grafos_pipeline import DirectoryCheckpointStore
 
-    from ._auth import TokenConfig
-    from ._http import BackgroundServer, create_app
-    from ._scheduler import Scheduler
-    from ._sqlite_store import SqliteStore
+    from ..._scheduler._scheduler import Scheduler
+    from ..._service._app import BackgroundServer, create_app
+    from ..._service._auth import TokenConfig
+    from ..._store._sqlite import SqliteStore
 
     out = config.out or sys.stdout
     directory = Path(config.directory or tempfile.mkdtemp(prefix="grafos-demo-"))
@@ -379,7 +379,7 @@ def run_demo(config: DemoConfig) -> bool:
     tokens.dump(directory / "tokens.toml")
 
     log_handler = logging.FileHandler(directory / "service.log", encoding="utf-8")
-    from ._cli import JsonLogFormatter
+    from ..._cli._main import JsonLogFormatter
 
     log_handler.setFormatter(JsonLogFormatter())
     service_logger = logging.getLogger("grafos_scheduler")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ._errors import SchedulerError
+from .._domain._errors import SchedulerError
 
 __all__ = ["JsonLogFormatter", "main"]
 
@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "demo":
-            from ._demo import DemoConfig, run_demo
+            from .._cli._demo._run import DemoConfig, run_demo
 
             if args.dir is not None:
                 _check_demo_dir(args.dir)
@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_tokens(path: str) -> Any:
-    from ._auth import TokenConfig, TokenConfigError
+    from .._service._auth import TokenConfig, TokenConfigError
 
     try:
         return TokenConfig.load(path)
@@ -293,7 +293,7 @@ def _check_demo_dir(path: str) -> None:
 
 
 def _open_store(path: str, *, must_exist: bool, read_only: bool = False) -> Any:
-    from ._sqlite_store import SqliteStore
+    from .._store._sqlite import SqliteStore
 
     if must_exist and not Path(path).is_file():
         raise UsageError(f"no scheduler database at {path!r}")
@@ -335,8 +335,8 @@ def _bind(host: str, port: int) -> socket.socket:
 def _serve_on(args: argparse.Namespace, tokens: Any, sock: socket.socket) -> int:
     import uvicorn
 
-    from ._http import create_app
-    from ._scheduler import Scheduler
+    from .._scheduler._scheduler import Scheduler
+    from .._service._app import create_app
 
     host, port = sock.getsockname()[:2]
     store = _open_store(args.db, must_exist=False)
@@ -369,7 +369,7 @@ def _serve_on(args: argparse.Namespace, tokens: Any, sock: socket.socket) -> int
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from ._client import SchedulerClient
+    from .._remote._client import SchedulerClient
 
     if args.tokens is None:
         raise UsageError("--url needs --tokens, the token file with the admin token")
@@ -384,12 +384,12 @@ def _default_source(args: argparse.Namespace) -> None:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from ._client import ServiceError
+    from .._remote._client import ServiceError
 
     _default_source(args)
 
     if args.db is not None:
-        from ._audit import AuditLog
+        from .._domain._audit import AuditLog
 
         with _open_store(args.db, must_exist=True, read_only=True) as store:
             result = AuditLog(store).verify()
@@ -416,12 +416,12 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _leases_list(args: argparse.Namespace) -> int:
-    from ._client import ServiceError
+    from .._remote._client import ServiceError
 
     _default_source(args)
     rows: list[dict[str, Any]] = []
     if args.db is not None:
-        from ._lease import LeaseState
+        from .._domain._lease import LeaseState
 
         with _open_store(args.db, must_exist=True, read_only=True) as store:
             state = None if args.state is None else LeaseState(args.state)

@@ -1,0 +1,1 @@
+"""The command line: serve, demo, audit, leases. The top layer."""

@@ -1,0 +1,1 @@
+"""The end-to-end demo: a service, worker processes, preemption, resume, verification."""

@@ -1,0 +1,1 @@
+"""The scheduler: use cases, the executor, restart recovery; the one commit point."""

@@ -1,0 +1,1 @@
+"""The HTTP service: routes, views, authorisation, middleware, metrics, the server runner."""

@@ -1,0 +1,1 @@
+"""Persistence: the store protocol and the SQLite store."""

@@ -1,0 +1,1 @@
+"""The v1 wire models and their strict parser, shared by the service and the remote side."""
