@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -22,6 +23,17 @@ PYTHON = "3.11"
 
 def group(name: str) -> list[str]:
     return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+def pytest_ini() -> str:
+    """The root pyproject's pytest settings as a pytest.ini, for a copy of the tests."""
+    lines = ["[pytest]"]
+    for key, value in PYPROJECT["tool"]["pytest"]["ini_options"].items():
+        if isinstance(value, list):
+            lines.append(f"{key} =" + "".join(f"\n    {item}" for item in value))
+        else:
+            lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
 
 
 def install_project(session: nox.Session, *extra: str) -> None:
@@ -135,6 +147,44 @@ def wheels(session: nox.Session) -> None:
                 "-q",
                 "tests_pipeline",
                 env={"GRAFOS_EXPECT_INSTALLED_WHEEL": "1"},
+                external=True,
+            )
+
+        # 4. The scheduler's whole suite against both installed wheels, from outside the
+        #    tree: tests/scheduler with tests/support beside it, and examples/ for the
+        #    tests that run an example script. The console script comes from this venv.
+        both = Path(tmp) / "both"
+        session.run("uv", "venv", "--quiet", "--python", sys.executable, str(both))
+        both_python = str(both / "bin" / "python")
+        session.run(
+            "uv",
+            "pip",
+            "install",
+            "--python",
+            both_python,
+            str(core_wheel),
+            str(scheduler_wheel),
+            *group("test"),
+            *group("service-test"),
+        )
+        copy = Path(tmp) / "copy"
+        for part in ("tests/scheduler", "tests/support", "examples"):
+            shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+        (copy / "pytest.ini").write_text(pytest_ini())
+        with session.chdir(copy):
+            session.run(
+                both_python,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "tests/scheduler",
+                env={
+                    "GRAFOS_EXPECT_INSTALLED_WHEEL": "1",
+                    # The console script and `python -m` both come from this venv.
+                    "PATH": f"{both / 'bin'}:{os.environ.get('PATH', '')}",
+                },
                 external=True,
             )
 

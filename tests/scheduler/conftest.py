@@ -1,15 +1,32 @@
-"""Shared fixtures: a manual clock, a real SQLite file, a scheduler on both."""
+"""Shared fixtures: a manual clock, a real SQLite file, a scheduler on both.
+
+These tests also run against the installed wheels (the `wheels` nox session).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import grafos_pipeline
+import grafos_scheduler
 from grafos_scheduler import ManualClock, Scheduler, SqliteStore
+from support.scheduling import SchedulerFactory
 
-SchedulerFactory = Callable[..., Scheduler]
+
+def pytest_configure() -> None:
+    # The `wheels` nox session copies these tests out of the tree and sets this, so that
+    # a run silently importing the source tree cannot pass for a run against the wheels.
+    if os.environ.get("GRAFOS_EXPECT_INSTALLED_WHEEL"):
+        for package in (grafos_pipeline, grafos_scheduler):
+            origin = Path(package.__file__ or "").resolve()
+            # A wheel puts the package right in site-packages; an editable install or
+            # the source tree on sys.path leaves it under packages/*/src.
+            if origin.parent.parent.name != "site-packages":
+                raise RuntimeError(f"expected the installed wheel, imported {origin}")
 
 
 @pytest.fixture

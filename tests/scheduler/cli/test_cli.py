@@ -1,26 +1,15 @@
-"""The grafos-scheduler command: help, one-line errors with status 2, and the demo."""
+"""The grafos-scheduler command: help, one-line errors with status 2, audit and leases."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from grafos_scheduler import Scheduler, SqliteStore
-from grafos_scheduler._cli._main import main
-
-
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grafos_scheduler", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+from support.cli import assert_one_line_status_2, run_cli
+from support.internals import cli_main as main
 
 
 @pytest.mark.parametrize(
@@ -69,7 +58,7 @@ def test_bad_config_is_one_line_and_status_2(tmp_path: Path) -> None:
         ["audit", "verify", "--db", str(tmp_path / "absent.db")],
         ["leases", "list", "--url", "http://127.0.0.1:9"],
     ):
-        result = run(*args)
+        result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, lines
@@ -80,10 +69,10 @@ def test_audit_verify_and_leases_list_read_a_database(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     with Scheduler(2, SqliteStore(db)) as scheduler:
         scheduler.acquire("job-a", "alice", 0, 1, 60.0)
-    verified = run("audit", "verify", "--db", str(db))
+    verified = run_cli("audit", "verify", "--db", str(db))
     assert verified.returncode == 0
     assert "verifies" in verified.stdout
-    listed = run("leases", "list", "--db", str(db))
+    listed = run_cli("leases", "list", "--db", str(db))
     assert listed.returncode == 0
     assert "job-a" in listed.stdout
     assert "alice" in listed.stdout
@@ -92,32 +81,9 @@ def test_audit_verify_and_leases_list_read_a_database(tmp_path: Path) -> None:
 
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE audit SET job = 'job-b' WHERE job = 'job-a'")
-    broken = run("audit", "verify", "--db", str(db))
+    broken = run_cli("audit", "verify", "--db", str(db))
     assert broken.returncode == 1
     assert "first bad seq" in broken.stdout
-
-
-def test_demo_small_passes_its_own_verification(tmp_path: Path) -> None:
-    result = run("demo", "--size", "small", "--dir", str(tmp_path / "demo"), timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert "PASS" in out
-    assert "[FAIL]" not in out
-    assert "equals the uninterrupted run" in out
-    assert "audit chain verifies" in out
-    assert (tmp_path / "demo" / "scheduler.db").exists()
-
-
-# ------------------------------------------------------------------ review regressions
-
-
-def _one_line_status_2(result: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("grafos-scheduler: error:")
-    assert needle in lines[0]
-    assert "Traceback" not in result.stderr
 
 
 def test_serve_on_a_port_in_use_or_a_bad_host_is_one_line_status_2(tmp_path: Path) -> None:
@@ -131,24 +97,13 @@ def test_serve_on_a_port_in_use_or_a_bad_host_is_one_line_status_2(tmp_path: Pat
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        result = run(
+        result = run_cli(
             "serve", "--tokens", str(tokens), "--db", str(tmp_path / "a.db"), "--port", port
         )
-    _one_line_status_2(result, f":{port}")
+    assert_one_line_status_2(result, f":{port}")
     assert not (tmp_path / "a.db").exists()  # nothing started before the bind
-    result = run("serve", "--tokens", str(tokens), "--host", "no-such-host.invalid")
-    _one_line_status_2(result, "no-such-host.invalid")
-
-
-def test_demo_dir_that_is_a_file_or_unwritable_is_one_line_status_2(tmp_path: Path) -> None:
-    a_file = tmp_path / "file"
-    a_file.write_text("x")
-    _one_line_status_2(run("demo", "--dir", str(a_file)), "not a directory")
-    _one_line_status_2(run("demo", "--dir", str(a_file / "sub")), "cannot be created")
-    if os.geteuid() != 0:  # root writes anywhere
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        _one_line_status_2(run("demo", "--dir", str(locked)), "not writable")
+    result = run_cli("serve", "--tokens", str(tokens), "--host", "no-such-host.invalid")
+    assert_one_line_status_2(result, "no-such-host.invalid")
 
 
 def test_audit_and_leases_refuse_a_foreign_database_and_change_nothing(tmp_path: Path) -> None:
@@ -159,8 +114,12 @@ def test_audit_and_leases_refuse_a_foreign_database_and_change_nothing(tmp_path:
         conn.execute("CREATE TABLE audit (x)")
         conn.execute("CREATE TABLE notes (y)")
     before = foreign.read_bytes()
-    _one_line_status_2(run("audit", "verify", "--db", str(foreign)), "not a grafos-scheduler store")
-    _one_line_status_2(run("leases", "list", "--db", str(foreign)), "not a grafos-scheduler store")
+    assert_one_line_status_2(
+        run_cli("audit", "verify", "--db", str(foreign)), "not a grafos-scheduler store"
+    )
+    assert_one_line_status_2(
+        run_cli("leases", "list", "--db", str(foreign)), "not a grafos-scheduler store"
+    )
     assert foreign.read_bytes() == before
     with sqlite3.connect(foreign) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
@@ -174,9 +133,9 @@ def test_audit_and_leases_read_a_real_store_read_only(tmp_path: Path) -> None:
         scheduler.acquire("job-a", "w", 0, 1, 30.0)
     os.chmod(db, 0o444)
     try:
-        result = run("audit", "verify", "--db", str(db))
+        result = run_cli("audit", "verify", "--db", str(db))
         assert result.returncode == 0, result.stderr
-        result = run("leases", "list", "--db", str(db))
+        result = run_cli("leases", "list", "--db", str(db))
         assert result.returncode == 0, result.stderr
         assert "job-a" in result.stdout
     finally:

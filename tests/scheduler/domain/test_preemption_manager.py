@@ -203,3 +203,43 @@ def test_max_defer_validated(clock: ManualClock) -> None:
     manager.track(1, 0, 1)
     with pytest.raises(InvalidRequest, match="already tracked"):
         manager.track(1, 0, 1)
+
+
+def test_an_empty_checkpoint_clear_does_not_reorder_victims(clock: ManualClock) -> None:
+    manager = PreemptionManager(clock)
+    manager.track(1, 0, 1)
+    manager.track(2, 0, 1)
+    assert manager.clear_non_preemptible(1, CKPT)  # tracked, but no marker to clear
+    assert manager.select_victims(1, 9) == [2], "the youngest still goes first"
+
+
+def test_victim_order_survives_leases_leaving_and_rejoining(clock: ManualClock) -> None:
+    manager = PreemptionManager(clock)
+    for lease_id in (1, 2, 3, 4):
+        manager.track(lease_id, 0, 1)
+    manager.mark_non_preemptible(1, HOLD)  # an operator hold on the oldest
+    manager.mark_non_preemptible(3, CKPT)
+    manager.clear_non_preemptible(3, CKPT)  # 3 flushed: least work at risk
+    manager.mark_non_preemptible(4, HOLD)
+    assert manager.select_victims(2, 9) == [3, 2]
+    manager.clear_non_preemptible(1, HOLD)  # back, without a flush: still the oldest
+    manager.clear_non_preemptible(4, HOLD)  # back, without a flush: younger than 2
+    assert manager.select_victims(4, 9) == [3, 4, 2, 1]
+    manager.mark_non_preemptible(4, CKPT)
+    assert manager.select_victims(3, 9) == [3, 2, 1]
+    assert manager.select_victims(4, 9) == [3, 2, 1, 4], "deferred last"
+
+
+def test_victims_among_mostly_marked_leases(clock: ManualClock) -> None:
+    manager = PreemptionManager(clock)
+    for i in range(1, 20_001):
+        manager.track(i, i % 10, 1)
+        if i % 10 < 9 and i % 1000 != 1:
+            manager.mark_non_preemptible(i, CKPT)
+    # Unmarked below 9: i % 1000 == 1 (priority 1), all of priority 9 is above.
+    victims = manager.select_victims(5, 9)
+    assert victims == [19001, 18001, 17001, 16001, 15001]
+    # Asking for more than the unmarked ones: the rest are deferred, lowest priority first.
+    victims = manager.select_victims(25, 9)
+    assert victims[:20] == list(range(19001, 0, -1000))
+    assert victims[20:] == [20000, 19990, 19980, 19970, 19960]

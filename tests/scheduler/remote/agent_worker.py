@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from grafos_pipeline import DirectoryCheckpointStore, Pipeline, StaleFencingToken
-from grafos_scheduler._remote._agent import WorkerAgent
-from grafos_scheduler._remote._client import SchedulerClient
+from grafos_scheduler import SchedulerClient, WorkerAgent
 
 
 class GatedSink:

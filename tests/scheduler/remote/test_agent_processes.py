@@ -15,11 +15,8 @@ from pathlib import Path
 import pytest
 
 from grafos_pipeline import DirectoryCheckpointStore, Pipeline
-from grafos_scheduler import Scheduler
-from grafos_scheduler._cli._demo._run import Sink
-from grafos_scheduler._remote._client import SchedulerClient
-from grafos_scheduler._service._app import BackgroundServer
-from grafos_scheduler._service._auth import TokenConfig
+from grafos_scheduler import BackgroundServer, Scheduler, SchedulerClient, TokenConfig
+from support.stages import Sink
 
 WORKER = Path(__file__).with_name("agent_worker.py")
 

@@ -1,4 +1,5 @@
-"""WorkerAgent regressions: local expiry, a renewer that cannot die or leak, preemption."""
+"""WorkerAgent renewals: the lease runs out locally too, and the renewer cannot die, leak or
+renew too often."""
 
 from __future__ import annotations
 
@@ -16,38 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
-from grafos_pipeline import Checkpoint, MemoryCheckpointStore, Pipeline
-from grafos_scheduler._cli._demo._run import Mix, RunningSum, Sink
-from grafos_scheduler._remote._agent import RunOutcome, WorkerAgent
-from grafos_scheduler._remote._client import LeaseGone, SchedulerClient
-from grafos_scheduler._service._app import BackgroundServer
-from grafos_scheduler._service._auth import TokenConfig
-
-from .conftest import WORKER_TOKENS
-
-
-def _pipeline(name: str, store: object, mix_delay: float = 0.0) -> Pipeline:
-    return Pipeline(name, [Mix(mix_delay), RunningSum(), Sink()], store)  # type: ignore[arg-type]
-
-
-class HookedStore(MemoryCheckpointStore):
-    """A memory store that calls ``hook(n)`` inside the n-th flush, before committing."""
-
-    def __init__(self, hook: Any = None) -> None:
-        super().__init__()
-        self.hook = hook
-        self.commits: list[tuple[float, Checkpoint]] = []
-        self.flushes = 0
-
-    def commit(self, checkpoint: Checkpoint) -> None:
-        self.flushes += 1
-        if self.hook is not None:
-            self.hook(self.flushes)
-        super().commit(checkpoint)
-        self.commits.append((time.monotonic(), checkpoint))
-
-
-# ------------------------------------------------------------ 4: a server that stops
+from grafos_scheduler import (
+    BackgroundServer,
+    LeaseGone,
+    RunOutcome,
+    SchedulerClient,
+    TokenConfig,
+    WorkerAgent,
+)
+from support.checkpoint_stores import HookedStore
+from support.servers import WORKER_TOKENS
+from support.stages import build_pipeline
 
 
 def _free_port() -> int:
@@ -110,7 +90,9 @@ def test_agent_stops_committing_when_its_lease_runs_out_under_a_paused_server(
         os.kill(pid, signal.SIGSTOP)
         try:
             result = agent.run(
-                _pipeline("paused-job", store, mix_delay=0.01), range(3000), checkpoint_every=10
+                build_pipeline("paused-job", store, record_delay=0.01),
+                range(3000),
+                checkpoint_every=10,
             )
             stopped = time.monotonic()
         finally:
@@ -121,9 +103,6 @@ def test_agent_stops_committing_when_its_lease_runs_out_under_a_paused_server(
     assert late == [], f"checkpoints committed after the lease ran out: {late}"
     assert store.commits  # it did work while the lease was good
     assert stopped - expiry < 1.0  # it noticed at once, not after an HTTP timeout
-
-
-# ------------------------------------------------------------ 5: the renewer survives
 
 
 class FlakyClient(SchedulerClient):
@@ -177,9 +156,6 @@ def test_renewer_failing_every_time_marks_the_lease_lost_at_expiry(
         agent.abandon()
 
 
-# ------------------------------------------------------------ 6: no orphan crosstalk
-
-
 class BlockingClient(SchedulerClient):
     """The first lease's renewals block until ``gate`` opens, then get a 410."""
 
@@ -213,9 +189,6 @@ def test_an_orphaned_renewer_cannot_mark_the_next_lease_lost(server: BackgroundS
         agent.release()
 
 
-# ------------------------------------------------------------ 23: min gap
-
-
 def test_flush_wakeups_do_not_renew_more_often_than_min_gap(server: BackgroundServer) -> None:
     with SchedulerClient(server.url, WORKER_TOKENS["alice"]) as client:
         agent = WorkerAgent(client, "job-gap", ttl=30.0, min_gap=0.1)
@@ -231,127 +204,3 @@ def test_flush_wakeups_do_not_renew_more_often_than_min_gap(server: BackgroundSe
         made = agent.renewals - before
         agent.release()
     assert 1 <= made <= elapsed / 0.1 + 1, made
-
-
-# ------------------------------------------------------------ 7: cooperative preemption
-
-
-def test_preemption_during_a_reported_flush_is_deferred_then_cooperative(
-    alice: SchedulerClient, admin: SchedulerClient
-) -> None:
-    agent = WorkerAgent(alice, "job-coop", ttl=5.0, renew_interval=0.05)
-    lease = agent.acquire(timeout=10)
-    decisions: list[str] = []
-
-    def during_flush(n: int) -> None:
-        if n != 3:
-            return
-        # The flush is in flight; wait until a renewal has reported it to the server.
-        give_up = time.monotonic() + 10
-        while admin.get(lease.lease_id).reasons != ["checkpoint_in_progress"]:
-            assert time.monotonic() < give_up, "the flush was never reported"
-            time.sleep(0.01)
-        decisions.append(admin.preempt(lease.lease_id, "make room").outcome)
-        # The next renewal carries the request: the agent's stop signal, no sleeping.
-        assert agent.preemption_requested.wait(10)
-        assert not agent.lost.is_set()
-
-    store = HookedStore(during_flush)
-    result = agent.run(_pipeline("job-coop", store), range(100), checkpoint_every=7)
-    assert decisions == ["deferred"]
-    assert result.outcome is RunOutcome.PREEMPTED, result.detail
-    # The deferred flush committed under this lease, and the run stopped right there.
-    latest = store.latest("job-coop")
-    assert latest is not None
-    assert latest.fencing_token == lease.fencing_token
-    assert latest.position == result.position == 21
-    assert result.checkpoints == 3
-    ended = admin.get(lease.lease_id)
-    assert ended.state == "released"
-    kinds = [r.kind for r in admin.audit(limit=1000).records if r.lease_id == lease.lease_id]
-    assert "preemption_deferred" in kinds
-    assert "preemption_forced" not in kinds
-
-
-# ------------------------------------------------------------ 8: run() after a 410
-
-
-def test_run_stops_without_committing_again_after_a_410(
-    alice: SchedulerClient, admin: SchedulerClient
-) -> None:
-    agent = WorkerAgent(alice, "job-410", ttl=5.0, renew_interval=0.05)
-    lease = agent.acquire(timeout=10)
-    fenced_at: list[int] = []
-
-    def fence_once(position: int) -> None:
-        if position == 10 and not fenced_at:
-            admin.fence(lease.lease_id)
-            fenced_at.append(len(store.commits))
-            assert agent.lost.wait(10)  # the next renewal gets the 410
-
-    store = HookedStore()
-    result = agent.run(
-        _pipeline("job-410", store), range(100), checkpoint_every=3, on_progress=fence_once
-    )
-    assert result.outcome is RunOutcome.LOST
-    assert "renewal refused" in result.detail
-    assert len(store.commits) == fenced_at[0] == 3  # nothing after the fence
-    assert result.position == 10  # it stopped before the next record
-    assert agent.lease is None
-
-
-# ------------------------------------------------------------ 9: the inherent window
-
-
-class HeldClient(SchedulerClient):
-    """Renewals wait for ``go`` while ``held``: a slow network between agent and server."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.held = threading.Event()
-        self.go = threading.Event()
-
-    def renew(self, *args: Any, **kwargs: Any) -> Any:
-        if self.held.is_set():
-            self.go.wait(10)
-        return super().renew(*args, **kwargs)
-
-
-def test_preemption_before_the_flush_is_reported_is_late_but_fenced(
-    server: BackgroundServer, admin: SchedulerClient
-) -> None:
-    alice = HeldClient(server.url, WORKER_TOKENS["alice"])
-    agent = WorkerAgent(alice, "job-w", ttl=5.0)
-    lease = agent.acquire(timeout=10)
-    alice.held.set()  # the renewal that reports the flush is still on its way
-
-    def preempt_in_window(n: int) -> None:
-        if n == 1:
-            assert admin.get(lease.lease_id).reasons == []  # not reported yet
-            assert admin.preempt(lease.lease_id, "now").outcome == "preempted"
-            alice.go.set()
-            assert agent.lost.wait(10)  # the report gets a 410: the lease is gone
-
-    store = HookedStore(preempt_in_window)
-    result = agent.run(_pipeline("job-w", store), range(50), checkpoint_every=5)
-    # The flush in the window committed under the preempted lease's token...
-    assert store.commits[0][1].fencing_token == lease.fencing_token
-    assert admin.get(lease.lease_id).state == "preempted"
-    assert result.outcome is RunOutcome.LOST
-    assert len(store.commits) == 1  # the flush already under way, and nothing after it
-    # ...and the next holder, with a higher token, fences it out of the store.
-    with SchedulerClient(str(alice.base_url), WORKER_TOKENS["bob"]) as bob:
-        nxt = WorkerAgent(bob, "job-w", ttl=5.0)
-        nxt.acquire(timeout=10)
-        assert nxt.fencing_token > lease.fencing_token
-        successor = _pipeline("job-w", store)
-        successor.fencing_token = nxt.fencing_token
-        successor.resume()
-        late = _pipeline("job-w", store)
-        late.fencing_token = lease.fencing_token
-        from grafos_pipeline import StaleFencingToken
-
-        with pytest.raises(StaleFencingToken):
-            late.checkpoint()
-        nxt.release()
-    alice.close()

@@ -14,8 +14,7 @@ from grafos_scheduler import (
     NonPreemptibleReason,
     SchedulerError,
 )
-
-from .conftest import SchedulerFactory
+from support.scheduling import SchedulerFactory
 
 FLUSHERS = 6
 ROUNDS = 300

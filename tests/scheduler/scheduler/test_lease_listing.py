@@ -1,9 +1,5 @@
-"""Review findings 14 and 22 at the scheduler level.
-
-14: leases by state come from a count on the store, and the lease list is paged by a
-keyset cursor, so neither costs more as the history grows.
-22: a waiting ticket can be cancelled (audited, in queue order, durable).
-"""
+"""Listing leases: counts by state come from the store, and the list is paged by a keyset
+cursor, so neither costs more as the history grows."""
 
 from __future__ import annotations
 
@@ -14,27 +10,12 @@ import pytest
 
 from grafos_scheduler import (
     InvalidRequest,
-    Lease,
     LeaseState,
     ManualClock,
     Scheduler,
     SchedulerMetrics,
-    Ticket,
-    TicketGranted,
-    UnknownTicket,
 )
-
-from .conftest import SchedulerFactory
-
-
-def _lease(result: Lease | Ticket) -> Lease:
-    assert isinstance(result, Lease), result
-    return result
-
-
-def _ticket(result: Lease | Ticket) -> Ticket:
-    assert isinstance(result, Ticket), result
-    return result
+from support.scheduling import SchedulerFactory, as_lease
 
 
 def _metric(scheduler_metrics: SchedulerMetrics, name: str, label: str) -> float:
@@ -44,9 +25,6 @@ def _metric(scheduler_metrics: SchedulerMetrics, name: str, label: str) -> float
     return float(match.group(1))
 
 
-# ------------------------------------------------------------ 14: counts by state
-
-
 def test_lease_counts_follow_grants_releases_expiries_and_fences(
     scheduler: Scheduler, clock: ManualClock
 ) -> None:
@@ -54,10 +32,10 @@ def test_lease_counts_follow_grants_releases_expiries_and_fences(
     zero = dict.fromkeys(LeaseState, 0)
     assert scheduler.lease_counts() == zero
 
-    a = _lease(scheduler.acquire("a", "w", 0, 1, 10.0))
-    b = _lease(scheduler.acquire("b", "w", 0, 1, 10.0))
-    _lease(scheduler.acquire("c", "w", 0, 1, 100.0))
-    d = _lease(scheduler.acquire("d", "w", 0, 1, 100.0))
+    a = as_lease(scheduler.acquire("a", "w", 0, 1, 10.0))
+    b = as_lease(scheduler.acquire("b", "w", 0, 1, 10.0))
+    as_lease(scheduler.acquire("c", "w", 0, 1, 100.0))
+    d = as_lease(scheduler.acquire("d", "w", 0, 1, 100.0))
     assert scheduler.lease_counts() == zero | {LeaseState.ACTIVE: 4}
 
     scheduler.release(a.lease_id)
@@ -83,8 +61,8 @@ def test_lease_counts_follow_grants_releases_expiries_and_fences(
 
 def test_lease_counts_survive_a_restart(make_scheduler: SchedulerFactory) -> None:
     first = make_scheduler()
-    kept = _lease(first.acquire("kept", "w", 0, 1, 600.0))
-    first.release(_lease(first.acquire("gone", "w", 0, 1, 600.0)).lease_id)
+    kept = as_lease(first.acquire("kept", "w", 0, 1, 600.0))
+    first.release(as_lease(first.acquire("gone", "w", 0, 1, 600.0)).lease_id)
     first.close()
     second = make_scheduler()
     counts = second.lease_counts()
@@ -101,7 +79,7 @@ def test_counts_read_while_the_scheduler_writes(scheduler: Scheduler) -> None:
     def churn() -> None:
         try:
             for i in range(200):
-                lease = _lease(scheduler.acquire(f"j{i}", "w", 0, 1, 60.0))
+                lease = as_lease(scheduler.acquire(f"j{i}", "w", 0, 1, 60.0))
                 scheduler.release(lease.lease_id)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -121,13 +99,10 @@ def test_counts_read_while_the_scheduler_writes(scheduler: Scheduler) -> None:
     assert scheduler.lease_counts()[LeaseState.RELEASED] == 200
 
 
-# ------------------------------------------------------------ 14: the paged list
-
-
 def _grant_many(scheduler: Scheduler, clock: ManualClock, n: int, holder: str = "w") -> list[int]:
     ids = []
     for i in range(n):
-        lease = _lease(scheduler.acquire(f"{holder}-{i}", holder, 0, 1, 600.0))
+        lease = as_lease(scheduler.acquire(f"{holder}-{i}", holder, 0, 1, 600.0))
         ids.append(lease.lease_id)
         clock.advance(0.001)
     return ids
@@ -162,7 +137,7 @@ def test_lease_page_default_is_100_and_max_is_1000(
     scheduler: Scheduler, clock: ManualClock
 ) -> None:
     for i in range(101):
-        scheduler.release(_lease(scheduler.acquire(f"j{i}", "w", 0, 1, 60.0)).lease_id)
+        scheduler.release(as_lease(scheduler.acquire(f"j{i}", "w", 0, 1, 60.0)).lease_id)
         clock.advance(0.001)
     page, after = scheduler.lease_page()
     assert len(page) == 100
@@ -200,106 +175,3 @@ def test_lease_page_filters_and_a_cursor_that_outlives_its_state(
         scheduler.lease_page(after=-1)
     with pytest.raises(InvalidRequest):
         scheduler.lease_page("active")  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------ 22: cancel a ticket
-
-
-def test_cancel_ticket_is_audited_frees_the_queue_and_keeps_slots(
-    scheduler: Scheduler,
-) -> None:
-    # Capacity 10: 9 slots held at a high priority, so no ticket below can preempt.
-    holder = _lease(scheduler.acquire("big", "w", 10, 9, 600.0))
-    head = _ticket(scheduler.acquire("head", "alice", 5, 2, 60.0))  # does not fit
-    mid = _ticket(scheduler.acquire("mid", "bob", 5, 1, 60.0))  # fits, but waits its turn
-    low = _ticket(scheduler.acquire("low", "carol", 1, 1, 60.0))
-    assert [t.ticket_id for t in scheduler.tickets()] == [
-        head.ticket_id,
-        mid.ticket_id,
-        low.ticket_id,
-    ]
-    assert scheduler.used_slots == 9
-    seq_before = scheduler.audit.head()[0]
-
-    cancelled = scheduler.cancel_ticket(head.ticket_id)
-    assert cancelled == head
-
-    # One record, in the chain, naming the ticket.
-    records = scheduler.audit.records(after_seq=seq_before, limit=100)
-    assert records[0].kind == "ticket_cancelled"
-    assert records[0].job == "head"
-    assert records[0].lease_id is None
-    assert records[0].data == {
-        "ticket_id": f"{head.ticket_id:032x}",
-        "holder": "alice",
-        "priority": 5,
-        "slots": 2,
-    }
-    assert scheduler.audit.verify().ok
-    # The ticket behind it moved up and fitted: granted at once.
-    granted = scheduler.poll(mid.ticket_id)
-    assert isinstance(granted, Lease)
-    assert granted.holder == "bob"
-    assert scheduler.used_slots == 10
-    assert [t.ticket_id for t in scheduler.tickets()] == [low.ticket_id]
-    assert records[1].kind == "grant"
-    assert records[1].data["ticket_id"] == f"{mid.ticket_id:032x}"
-    # The cancelled ticket is gone; the job may ask again.
-    with pytest.raises(UnknownTicket):
-        scheduler.poll(head.ticket_id)
-    with pytest.raises(UnknownTicket):
-        scheduler.cancel_ticket(head.ticket_id)
-    again = _ticket(scheduler.acquire("head", "alice", 5, 2, 60.0))
-    assert [t.ticket_id for t in scheduler.tickets()] == [again.ticket_id, low.ticket_id]
-    assert scheduler.get(holder.lease_id).state is LeaseState.ACTIVE
-
-
-def test_cancel_keeps_the_order_of_the_rest(scheduler: Scheduler) -> None:
-    _lease(scheduler.acquire("full", "w", 10, 10, 600.0))
-    t = [_ticket(scheduler.acquire(f"t{i}", "w", p, 1, 60.0)) for i, p in enumerate([3, 5, 3, 1])]
-    order = [x.ticket_id for x in scheduler.tickets()]
-    assert order == [t[1].ticket_id, t[0].ticket_id, t[2].ticket_id, t[3].ticket_id]
-    scheduler.cancel_ticket(t[0].ticket_id)
-    assert [x.ticket_id for x in scheduler.tickets()] == [
-        t[1].ticket_id,
-        t[2].ticket_id,
-        t[3].ticket_id,
-    ]
-    assert scheduler.used_slots == 10
-
-
-def test_cancel_a_granted_ticket_names_its_lease(scheduler: Scheduler) -> None:
-    first = _lease(scheduler.acquire("a", "w", 0, 10, 60.0))
-    ticket = _ticket(scheduler.acquire("b", "w", 0, 1, 60.0))
-    scheduler.release(first.lease_id)
-    lease = _lease(scheduler.poll(ticket.ticket_id))
-    with pytest.raises(TicketGranted) as caught:
-        scheduler.cancel_ticket(ticket.ticket_id)
-    assert caught.value.lease_id == lease.lease_id
-    assert caught.value.ticket_id == ticket.ticket_id
-    assert f"{lease.lease_id:032x}" in str(caught.value)
-    assert scheduler.get(lease.lease_id).state is LeaseState.ACTIVE  # untouched
-
-
-def test_cancel_unknown_or_bad_ids(scheduler: Scheduler) -> None:
-    with pytest.raises(UnknownTicket):
-        scheduler.cancel_ticket(12345)
-    with pytest.raises(InvalidRequest):
-        scheduler.cancel_ticket(-1)
-    with pytest.raises(InvalidRequest):
-        scheduler.cancel_ticket("00")  # type: ignore[arg-type]
-
-
-def test_a_cancelled_ticket_stays_cancelled_after_a_restart(
-    make_scheduler: SchedulerFactory,
-) -> None:
-    first = make_scheduler(1)
-    _lease(first.acquire("a", "w", 0, 1, 600.0))
-    ticket = _ticket(first.acquire("b", "w", 0, 1, 600.0))
-    first.cancel_ticket(ticket.ticket_id)
-    first.close()
-    second = make_scheduler(1)
-    assert second.tickets() == []
-    with pytest.raises(UnknownTicket):
-        second.poll(ticket.ticket_id)
-    assert second.audit.verify().ok

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +20,10 @@ from grafos_scheduler import (
     PreemptionOutcome,
     Ticket,
 )
-
-from .conftest import SchedulerFactory
+from support.examples import EXAMPLES
+from support.scheduling import SchedulerFactory, as_lease
 
 WAIT = 30.0
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Total:
@@ -67,18 +65,13 @@ class BlockingStore:
         self.inner.fence(pipeline, token)
 
 
-def _lease(result: Lease | Ticket) -> Lease:
-    assert isinstance(result, Lease), result
-    return result
-
-
 @pytest.mark.parametrize("executor", ["tick", "thread"])
 def test_preemption_mid_flush_is_deferred_then_fenced(
     make_scheduler: SchedulerFactory, executor: str
 ) -> None:
     scheduler = make_scheduler(1)
     store = BlockingStore()
-    old = _lease(scheduler.acquire("etl", "worker-a", 0, 1, 60.0))
+    old = as_lease(scheduler.acquire("etl", "worker-a", 0, 1, 60.0))
     preempted = threading.Event()
     callback_threads: list[str] = []
 
@@ -134,11 +127,11 @@ def test_preemption_mid_flush_is_deferred_then_fenced(
     assert scheduler.get(old.lease_id).state is LeaseState.PREEMPTED
     with pytest.raises(LeaseNotActive):
         scheduler.renew(old.lease_id, old.fencing_token)
-    urgent = _lease(scheduler.poll(ticket.ticket_id))
+    urgent = as_lease(scheduler.poll(ticket.ticket_id))
     scheduler.release(urgent.lease_id)
 
     # Re-acquire with a higher token, fence and resume from the checkpoint.
-    new = _lease(scheduler.acquire("etl", "worker-b", 0, 1, 60.0))
+    new = as_lease(scheduler.acquire("etl", "worker-b", 0, 1, 60.0))
     assert new.fencing_token > old.fencing_token
     stage = Total()
     resumed = Pipeline(
@@ -169,7 +162,7 @@ def test_preemption_mid_flush_is_deferred_then_fenced(
 
 def test_example_runs() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "compose_in_process.py")],
+        [sys.executable, str(EXAMPLES / "compose_in_process.py")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,27 +16,17 @@ from grafos_scheduler import (
     ManualClock,
     NonPreemptibleReason,
     PreemptionOutcome,
-    Scheduler,
-    SqliteStore,
-    StoreError,
-    StoreSuperseded,
     Ticket,
 )
-
-from .conftest import SchedulerFactory
-
-
-def _lease(result: Lease | Ticket) -> Lease:
-    assert isinstance(result, Lease), result
-    return result
+from support.scheduling import SchedulerFactory, as_lease
 
 
 def test_restart_restores_everything(make_scheduler: SchedulerFactory, clock: ManualClock) -> None:
     first = make_scheduler(4, max_defer=60.0)
-    short = _lease(first.acquire("short", "w", 10, 1, 10.0))
-    long = _lease(first.acquire("long", "w", 0, 1, 100.0))
-    marked = _lease(first.acquire("marked", "w", 0, 1, 100.0))
-    big = _lease(first.acquire("big", "w", 9, 1, 100.0))
+    short = as_lease(first.acquire("short", "w", 10, 1, 10.0))
+    long = as_lease(first.acquire("long", "w", 0, 1, 100.0))
+    marked = as_lease(first.acquire("marked", "w", 0, 1, 100.0))
+    big = as_lease(first.acquire("big", "w", 9, 1, 100.0))
     first.manager.mark_non_preemptible(marked.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
     waiting = first.acquire("waiting", "w", 9, 2, 100.0)
     assert isinstance(waiting, Ticket)  # needs 2: 'long' goes at once, 'marked' is deferred
@@ -66,7 +55,7 @@ def test_restart_restores_everything(make_scheduler: SchedulerFactory, clock: Ma
     assert isinstance(granted, Lease)
     assert granted.job == "waiting"
     # Tokens never go backwards.
-    again = _lease(second.acquire("short", "w", 0, 1, 10.0))
+    again = as_lease(second.acquire("short", "w", 0, 1, 10.0))
     assert again.fencing_token == short.fencing_token + 1
     assert second.audit.verify().ok
 
@@ -75,7 +64,7 @@ def test_tokens_survive_many_restarts(make_scheduler: SchedulerFactory) -> None:
     last = 0
     for _ in range(4):
         scheduler = make_scheduler(2)
-        lease = _lease(scheduler.acquire("job", "w", 0, 1, 5.0))
+        lease = as_lease(scheduler.acquire("job", "w", 0, 1, 5.0))
         assert lease.fencing_token == last + 1
         last = lease.fencing_token
         scheduler.release(lease.lease_id)
@@ -117,72 +106,6 @@ def test_acknowledged_grant_survives_a_killed_process(
     assert second.audit.verify().ok
 
 
-def test_a_newer_store_in_the_same_process_takes_over_and_the_old_one_stops_writing(
-    make_scheduler: SchedulerFactory, db_path: Path
-) -> None:
-    # An in-process "restart" that never closed the old store: the newer one owns the
-    # file from its first write, and the old scheduler can no longer change anything,
-    # so capacity and end states cannot diverge between the two.
-    first = make_scheduler(1)
-    held = _lease(first.acquire("j1", "w", 0, 1, 10.0))
-    second = make_scheduler(1)
-    assert second.get(held.lease_id).state is LeaseState.ACTIVE
-    assert second.used_slots == 1
-    with pytest.raises(StoreSuperseded, match="superseded"):
-        first.acquire("j2", "w", 0, 1, 10.0)
-    with pytest.raises(StoreSuperseded):
-        first.release(held.lease_id)
-    assert second.get(held.lease_id).state is LeaseState.ACTIVE
-    # Reading needs no lock: the CLI's audit verify and leases list keep working.
-    with SqliteStore(db_path) as reader:
-        assert [r.job for r in reader.list_leases()] == ["j1"]
-    assert second.audit.verify().ok
-
-
-_HOLDER = """
-import sys
-from grafos_scheduler import Scheduler, SqliteStore
-scheduler = Scheduler(2, SqliteStore(sys.argv[1]))
-scheduler.acquire("held-elsewhere", "w", 0, 1, 60.0)
-print("ready", flush=True)
-sys.stdin.readline()
-"""
-
-
-def test_a_store_owned_by_another_live_process_is_refused(db_path: Path) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(db_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(StoreError, match=re.escape(str(db_path) + ".lock")):
-            Scheduler(2, SqliteStore(db_path), autostart=False)
-    finally:
-        holder.kill()
-        holder.wait(30)
-    # The owner is gone (killed, never closed): its lock went with it.
-    with Scheduler(2, SqliteStore(db_path), autostart=False) as after:
-        assert [lease.job for lease in after.leases()] == ["held-elsewhere"]
-
-
-def test_an_ended_lease_never_goes_back_to_active_in_the_store(
-    scheduler: Scheduler, db_path: Path
-) -> None:
-    lease = _lease(scheduler.acquire("j", "w", 0, 1, 10.0))
-    stale = scheduler._active[lease.lease_id]  # the row as it was while ACTIVE
-    scheduler.release(lease.lease_id)
-    with (
-        pytest.raises(StoreError, match="not an ACTIVE lease"),
-        scheduler._store.transaction() as txn,
-    ):
-        txn.update_lease(stale)
-    assert scheduler.get(lease.lease_id).state is LeaseState.RELEASED
-
-
 @pytest.mark.parametrize(("held", "capacity"), [(4, 2), (3, 1)])
 def test_restart_with_a_capacity_below_the_held_slots_is_refused(
     make_scheduler: SchedulerFactory, clock: ManualClock, held: int, capacity: int
@@ -217,7 +140,7 @@ def test_active_lease_keeps_its_remaining_time(
     make_scheduler: SchedulerFactory, clock: ManualClock, advance: float
 ) -> None:
     first = make_scheduler()
-    lease = _lease(first.acquire("job", "w", 0, 1, 10.0))
+    lease = as_lease(first.acquire("job", "w", 0, 1, 10.0))
     first.close()
     clock.advance(advance)
     second = make_scheduler()
@@ -235,7 +158,7 @@ def test_a_repeated_request_for_a_restored_unmarked_preemption_carries_it_out(
     # Found by the state machine: markers do not survive a restart, so a pending
     # preemption read back from the store has nothing left to defer it.
     first = make_scheduler(2)
-    lease = _lease(first.acquire("job", "w", 0, 1, 100.0))
+    lease = as_lease(first.acquire("job", "w", 0, 1, 100.0))
     first.manager.mark_non_preemptible(lease.lease_id, NonPreemptibleReason.CHECKPOINT_IN_PROGRESS)
     assert first.request_preemption(lease.lease_id, "room").outcome is PreemptionOutcome.DEFERRED
     first.close()

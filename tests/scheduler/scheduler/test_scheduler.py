@@ -25,36 +25,21 @@ from grafos_scheduler import (
     UnknownLease,
     UnknownTicket,
 )
-
-from .conftest import SchedulerFactory
+from support.scheduling import SchedulerFactory, as_lease, as_ticket, audit_kinds
 
 CKPT = NonPreemptibleReason.CHECKPOINT_IN_PROGRESS
 
 
-def _lease(result: Lease | Ticket) -> Lease:
-    assert isinstance(result, Lease), result
-    return result
-
-
-def _ticket(result: Lease | Ticket) -> Ticket:
-    assert isinstance(result, Ticket), result
-    return result
-
-
-def _kinds(scheduler: Scheduler) -> list[str]:
-    return [r.kind for r in scheduler.audit.records(limit=10_000)]
-
-
 def test_grant_fields_and_audit(scheduler: Scheduler, clock: ManualClock) -> None:
     clock.advance(2.0)
-    lease = _lease(scheduler.acquire("etl", "w1", 3, 2, 10.0))
+    lease = as_lease(scheduler.acquire("etl", "w1", 3, 2, 10.0))
     assert lease.state is LeaseState.ACTIVE
     assert lease.fencing_token == 1
     assert (lease.granted_at, lease.expires_at) == (2.0, 12.0)
     assert 0 <= lease.lease_id < 2**128
     assert scheduler.get(lease.lease_id) == lease
     assert scheduler.used_slots == 2
-    assert _kinds(scheduler) == ["start", "grant"]
+    assert audit_kinds(scheduler) == ["start", "grant"]
     grant = scheduler.audit.records()[-1]
     assert grant.lease_id == lease.lease_id
     assert grant.data["fencing_token"] == 1
@@ -63,11 +48,11 @@ def test_grant_fields_and_audit(scheduler: Scheduler, clock: ManualClock) -> Non
 def test_tokens_increase_per_job(scheduler: Scheduler) -> None:
     tokens = []
     for _ in range(3):
-        lease = _lease(scheduler.acquire("etl", "w", 0, 1, 5.0))
+        lease = as_lease(scheduler.acquire("etl", "w", 0, 1, 5.0))
         tokens.append(lease.fencing_token)
         scheduler.release(lease.lease_id)
     assert tokens == [1, 2, 3]
-    assert _lease(scheduler.acquire("other", "w", 0, 1, 5.0)).fencing_token == 1
+    assert as_lease(scheduler.acquire("other", "w", 0, 1, 5.0)).fencing_token == 1
 
 
 def test_request_bigger_than_capacity_refused(scheduler: Scheduler) -> None:
@@ -98,34 +83,34 @@ def test_bad_acquire_changes_nothing(
 
 
 def test_second_acquire_for_a_job_is_refused(scheduler: Scheduler) -> None:
-    lease = _lease(scheduler.acquire("etl", "w1", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("etl", "w1", 0, 1, 5.0))
     with pytest.raises(
         JobAlreadyLeased, match=f"'etl' already has active lease {lease.lease_id:032x}"
     ):
         scheduler.acquire("etl", "w2", 9, 1, 5.0)
     scheduler.release(lease.lease_id)
-    assert _lease(scheduler.acquire("etl", "w2", 0, 1, 5.0)).fencing_token == 2
+    assert as_lease(scheduler.acquire("etl", "w2", 0, 1, 5.0)).fencing_token == 2
 
 
 def test_job_with_pending_ticket_is_refused(make_scheduler: SchedulerFactory) -> None:
     scheduler = make_scheduler(1)
-    _lease(scheduler.acquire("a", "w", 5, 1, 5.0))
-    ticket = _ticket(scheduler.acquire("b", "w", 5, 1, 5.0))
+    as_lease(scheduler.acquire("a", "w", 5, 1, 5.0))
+    ticket = as_ticket(scheduler.acquire("b", "w", 5, 1, 5.0))
     with pytest.raises(JobAlreadyLeased, match=f"pending ticket {ticket.ticket_id:032x}"):
         scheduler.acquire("b", "w", 5, 1, 5.0)
 
 
 def test_tickets_granted_by_priority_then_fifo(make_scheduler: SchedulerFactory) -> None:
     scheduler = make_scheduler(2)
-    holder = _lease(scheduler.acquire("hold", "w", 100, 2, 50.0))
-    low = _ticket(scheduler.acquire("low", "w", 1, 1, 50.0))
-    first = _ticket(scheduler.acquire("first", "w", 5, 1, 50.0))
-    second = _ticket(scheduler.acquire("second", "w", 5, 1, 50.0))
+    holder = as_lease(scheduler.acquire("hold", "w", 100, 2, 50.0))
+    low = as_ticket(scheduler.acquire("low", "w", 1, 1, 50.0))
+    first = as_ticket(scheduler.acquire("first", "w", 5, 1, 50.0))
+    second = as_ticket(scheduler.acquire("second", "w", 5, 1, 50.0))
     assert [t.job for t in scheduler.tickets()] == ["first", "second", "low"]
     # A newcomer that would fit may not overtake waiting tickets of its priority or above.
     scheduler.release(holder.lease_id)
-    assert _lease(scheduler.poll(first.ticket_id)).job == "first"
-    assert _lease(scheduler.poll(second.ticket_id)).job == "second"
+    assert as_lease(scheduler.poll(first.ticket_id)).job == "first"
+    assert as_lease(scheduler.poll(second.ticket_id)).job == "second"
     assert isinstance(scheduler.poll(low.ticket_id), Ticket)
     granted = [r for r in scheduler.audit.records(limit=100) if r.kind == "grant"]
     assert granted[-1].data["ticket_id"] == f"{second.ticket_id:032x}"
@@ -133,8 +118,8 @@ def test_tickets_granted_by_priority_then_fifo(make_scheduler: SchedulerFactory)
 
 def test_queue_head_blocks_smaller_newcomer(make_scheduler: SchedulerFactory) -> None:
     scheduler = make_scheduler(3)
-    _lease(scheduler.acquire("a", "w", 9, 2, 50.0))
-    big = _ticket(scheduler.acquire("big", "w", 9, 2, 50.0))
+    as_lease(scheduler.acquire("a", "w", 9, 2, 50.0))
+    big = as_ticket(scheduler.acquire("big", "w", 9, 2, 50.0))
     # One slot is free, but a ticket of equal priority waits: queue behind it.
     assert isinstance(scheduler.acquire("small", "w", 9, 1, 50.0), Ticket)
     assert isinstance(scheduler.poll(big.ticket_id), Ticket)
@@ -146,7 +131,7 @@ def test_unknown_ticket(scheduler: Scheduler) -> None:
 
 
 def test_renew_rules(scheduler: Scheduler, clock: ManualClock) -> None:
-    lease = _lease(scheduler.acquire("etl", "w", 0, 1, 10.0))
+    lease = as_lease(scheduler.acquire("etl", "w", 0, 1, 10.0))
     clock.advance(6.0)
     renewed = scheduler.renew(lease.lease_id, lease.fencing_token)
     assert renewed.expires_at == 16.0
@@ -166,7 +151,7 @@ def test_renew_rules(scheduler: Scheduler, clock: ManualClock) -> None:
 
 
 def test_ended_lease_is_not_active(scheduler: Scheduler) -> None:
-    lease = _lease(scheduler.acquire("etl", "w", 0, 1, 10.0))
+    lease = as_lease(scheduler.acquire("etl", "w", 0, 1, 10.0))
     released = scheduler.release(lease.lease_id)
     assert released.state is LeaseState.RELEASED
     with pytest.raises(LeaseNotActive, match="is released, not active"):
@@ -175,19 +160,19 @@ def test_ended_lease_is_not_active(scheduler: Scheduler) -> None:
         scheduler.fence(lease.lease_id)
     with pytest.raises(UnknownLease):
         scheduler.release(12345)
-    other = _lease(scheduler.acquire("b", "w", 0, 1, 10.0))
+    other = as_lease(scheduler.acquire("b", "w", 0, 1, 10.0))
     assert scheduler.fence(other.lease_id).state is LeaseState.FENCED
     assert {lease.state for lease in scheduler.leases()} == {
         LeaseState.RELEASED,
         LeaseState.FENCED,
     }
     assert scheduler.leases(LeaseState.ACTIVE) == []
-    assert "fence" in _kinds(scheduler)
-    assert "release" in _kinds(scheduler)
+    assert "fence" in audit_kinds(scheduler)
+    assert "release" in audit_kinds(scheduler)
 
 
 def test_marker_never_stops_expiry(scheduler: Scheduler, clock: ManualClock) -> None:
-    lease = _lease(scheduler.acquire("etl", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("etl", "w", 0, 1, 5.0))
     scheduler.observer.on_flush_start(lease.lease_id)
     clock.advance(5.0)
     scheduler.tick()
@@ -198,22 +183,22 @@ def test_marker_never_stops_expiry(scheduler: Scheduler, clock: ManualClock) -> 
 
 def test_preemption_for_higher_priority(make_scheduler: SchedulerFactory) -> None:
     scheduler = make_scheduler(2)
-    low = _lease(scheduler.acquire("low", "w", 0, 2, 50.0))
+    low = as_lease(scheduler.acquire("low", "w", 0, 2, 50.0))
     seen: list[Lease] = []
     scheduler.on_preempt(low.lease_id, seen.append)
-    result = _lease(scheduler.acquire("high", "w", 5, 2, 50.0))  # unmarked: at once
+    result = as_lease(scheduler.acquire("high", "w", 5, 2, 50.0))  # unmarked: at once
     assert result.job == "high"
     assert scheduler.get(low.lease_id).state is LeaseState.PREEMPTED
     assert seen == []  # callbacks are the executor's
     scheduler.tick()
     assert [lease.state for lease in seen] == [LeaseState.PREEMPTED]
-    kinds = _kinds(scheduler)
+    kinds = audit_kinds(scheduler)
     assert kinds[-4:] == ["queued", "preemption_requested", "preemption_executed", "grant"]
 
 
 def test_no_preemption_of_equal_priority(make_scheduler: SchedulerFactory) -> None:
     scheduler = make_scheduler(1)
-    first = _lease(scheduler.acquire("a", "w", 5, 1, 50.0))
+    first = as_lease(scheduler.acquire("a", "w", 5, 1, 50.0))
     assert isinstance(scheduler.acquire("b", "w", 5, 1, 50.0), Ticket)
     assert scheduler.get(first.lease_id).state is LeaseState.ACTIVE
 
@@ -222,9 +207,9 @@ def test_deferred_preemption_then_forced(
     make_scheduler: SchedulerFactory, clock: ManualClock
 ) -> None:
     scheduler = make_scheduler(1, max_defer=4.0)
-    low = _lease(scheduler.acquire("low", "w", 0, 1, 50.0))
+    low = as_lease(scheduler.acquire("low", "w", 0, 1, 50.0))
     scheduler.manager.mark_non_preemptible(low.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
-    ticket = _ticket(scheduler.acquire("high", "w", 5, 1, 50.0))
+    ticket = as_ticket(scheduler.acquire("high", "w", 5, 1, 50.0))
     pending = scheduler.pending_preemption(low.lease_id)
     assert pending is not None
     assert pending.deadline == 4.0
@@ -235,7 +220,7 @@ def test_deferred_preemption_then_forced(
     clock.advance(0.5)
     scheduler.tick()
     assert scheduler.get(low.lease_id).state is LeaseState.PREEMPTED
-    assert _lease(scheduler.poll(ticket.ticket_id)).job == "high"
+    assert as_lease(scheduler.poll(ticket.ticket_id)).job == "high"
     forced = [r for r in scheduler.audit.records(limit=100) if r.kind == "preemption_forced"]
     assert forced[0].data["reasons"] == ["operator_hold"]
     deferred = [r for r in scheduler.audit.records(limit=100) if r.kind == "preemption_deferred"]
@@ -243,7 +228,7 @@ def test_deferred_preemption_then_forced(
 
 
 def test_request_preemption_outcomes(scheduler: Scheduler) -> None:
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 50.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 50.0))
     scheduler.observer.on_flush_start(lease.lease_id)
     decision = scheduler.request_preemption(lease.lease_id, "operator")
     assert decision.outcome is PreemptionOutcome.DEFERRED
@@ -266,7 +251,7 @@ def test_request_preemption_outcomes(scheduler: Scheduler) -> None:
 
 
 def test_remote_reasons_via_renew(scheduler: Scheduler, clock: ManualClock) -> None:
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 50.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 50.0))
     scheduler.renew(lease.lease_id, lease.fencing_token, reasons=[CKPT])
     assert scheduler.reasons(lease.lease_id) == {CKPT}
     assert scheduler.request_preemption(lease.lease_id, "op").outcome is PreemptionOutcome.DEFERRED
@@ -275,13 +260,13 @@ def test_remote_reasons_via_renew(scheduler: Scheduler, clock: ManualClock) -> N
     scheduler.renew(lease.lease_id, lease.fencing_token, reasons=[])
     scheduler.tick()
     assert scheduler.get(lease.lease_id).state is LeaseState.PREEMPTED
-    other = _lease(scheduler.acquire("b", "w", 0, 1, 50.0))
+    other = as_lease(scheduler.acquire("b", "w", 0, 1, 50.0))
     with pytest.raises(InvalidRequest, match="'checkpoint'"):
         scheduler.renew(other.lease_id, other.fencing_token, reasons=["checkpoint"])  # type: ignore[list-item]
 
 
 def test_executor_thread_runs_deferred_preemption(scheduler: Scheduler) -> None:
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 50.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 50.0))
     done = threading.Event()
     threads: list[str] = []
 
@@ -300,7 +285,7 @@ def test_executor_thread_runs_deferred_preemption(scheduler: Scheduler) -> None:
 
 
 def test_callback_errors_are_contained(scheduler: Scheduler) -> None:
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 50.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 50.0))
 
     def boom(ended: Lease) -> None:
         raise RuntimeError("boom")

@@ -8,30 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar import Litestar
 from litestar.testing import TestClient
 
 from grafos_scheduler import NonPreemptibleReason, Scheduler, SqliteStore, TokenConfig, create_app
-
-Client = TestClient[Litestar]
-Headers = dict[str, dict[str, str]]
-ERROR_KEYS = {"status", "error", "message", "field"}
-
-
-def acquire(client: Client, h: dict[str, str], job: str = "job-a", **body: Any) -> Any:
-    payload = {"job": job, "slots": 1, "ttl": 30.0, **body}
-    return client.post("/v1/leases", json=payload, headers=h)
-
-
-def assert_error(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == ERROR_KEYS
-    assert body["status"] == status
-    if field is not None:
-        assert body["field"] == field
-    assert "Traceback" not in response.text
-    return body  # type: ignore[no-any-return]
+from support.servers import Client, Headers, acquire, assert_error
 
 
 def test_acquire_grants_201_with_hex_id_and_times(client: Client, headers: Headers) -> None:

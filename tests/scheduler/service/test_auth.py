@@ -7,13 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
-from grafos_scheduler._service._auth import Principal, TokenConfig, TokenConfigError
-
-Client = TestClient[Litestar]
-Headers = dict[str, dict[str, str]]
+from grafos_scheduler import Principal, TokenConfig, TokenConfigError
+from support.servers import Client, Headers, granted
 
 
 @pytest.fixture
@@ -169,3 +165,14 @@ def test_bad_token_files_are_refused_without_echoing_tokens(
 def test_missing_token_file(tmp_path: Path) -> None:
     with pytest.raises(TokenConfigError, match="cannot read"):
         TokenConfig.load(tmp_path / "absent.toml")
+
+
+def test_workers_may_report_only_checkpoint_in_progress(client: Client, headers: Headers) -> None:
+    lease = granted(client, headers["alice"])
+    url = f"/v1/leases/{lease['lease_id']}/renew"
+    body = {"fencing_token": lease["fencing_token"], "reasons": ["operator_hold"]}
+    r = client.post(url, json=body, headers=headers["alice"])
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "reasons[0]"
+    body["reasons"] = ["checkpoint_in_progress"]
+    assert client.post(url, json=body, headers=headers["alice"]).status_code == 200

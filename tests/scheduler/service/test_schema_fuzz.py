@@ -11,9 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
-from grafos_scheduler import Scheduler, SqliteStore
-from grafos_scheduler._service._app import create_app
-from grafos_scheduler._service._auth import TokenConfig
+from grafos_scheduler import Scheduler, SqliteStore, TokenConfig, create_app
 
 ADMIN_TOKEN = "admin-token-for-fuzzing-01"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from grafos_scheduler import InvalidRequest, Lease, ManualClock, Scheduler
-
-from .conftest import SchedulerFactory
+from support.scheduling import SchedulerFactory
 
 
 def _populate(scheduler: Scheduler, n: int = 6) -> None:
@@ -120,3 +119,9 @@ def test_truncated_tail_shows_in_the_head(
     assert scheduler.audit.verify().ok
     (now_at_seq,) = scheduler.audit.records(after_seq=exported[0] - 1, limit=1)
     assert now_at_seq.hash != exported[1]
+
+
+@pytest.mark.parametrize("page", [0, -1, 10_001])
+def test_verify_refuses_a_bad_page(scheduler: Scheduler, page: int) -> None:
+    with pytest.raises(InvalidRequest, match=f"page {page}"):
+        scheduler.audit.verify(page=page)
