@@ -36,6 +36,13 @@ def pytest_ini() -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_extras(wheel: Path, package: Path) -> str:
+    """The wheel with every extra its package declares, so that no test lacks its store."""
+    project = nox.project.load_toml(package / "pyproject.toml")["project"]
+    extras = sorted(project.get("optional-dependencies", {}))
+    return f"{wheel}[{','.join(extras)}]" if extras else str(wheel)
+
+
 def install_project(session: nox.Session, *extra: str) -> None:
     # By path, never by name: an unrelated `pipeline-core` lives on the public index.
     session.install("-e", str(CORE), "-e", str(SCHEDULER), *extra)
@@ -163,7 +170,7 @@ def wheels(session: nox.Session) -> None:
             "--python",
             both_python,
             str(core_wheel),
-            str(scheduler_wheel),
+            with_extras(scheduler_wheel, SCHEDULER),
             *group("test"),
             *group("service-test"),
         )
@@ -182,7 +189,7 @@ def wheels(session: nox.Session) -> None:
                 "tests/scheduler",
                 env={
                     "GRAFOS_EXPECT_INSTALLED_WHEEL": "1",
-                    # The console script and `python -m` both come from this venv.
+                    # A command looked up on PATH (grafos-scheduler) is this venv's.
                     "PATH": f"{both / 'bin'}:{os.environ.get('PATH', '')}",
                 },
                 external=True,
