@@ -1,4 +1,4 @@
-"""The scheduler as the issue states it: no start() call, requests on its manager.
+"""The scheduler's defaults: the executor runs without a start() call; requests on its manager.
 
 Real clock, real executor thread: what a user gets from
 ``Scheduler(capacity, store, max_defer=...)`` and nothing else.
