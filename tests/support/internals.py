@@ -20,7 +20,7 @@ from grafos_scheduler._cli._demo._run import DemoConfig, WorkerSpec, run_demo
 from grafos_scheduler._cli._main import main as cli_main
 
 # The domain's name rule, checked on its own as well as through Scheduler.acquire.
-from grafos_scheduler._domain._lease import check_name
+from grafos_scheduler._domain._limits import check_name
 
 # The wire layer's strict body parser and its models: the parser is tested on every model,
 # beyond the bodies that the HTTP routes happen to send it.

@@ -9,14 +9,14 @@ from support.internals import check_name
 from support.scheduling import as_lease
 
 
-@pytest.mark.parametrize("priority", [2**63, -(2**63) - 1, 2**70])
-def test_priority_beyond_64_bits_is_refused(scheduler: Scheduler, priority: int) -> None:
+@pytest.mark.parametrize("priority", [2**31, -(2**31) - 1, 2**63, -(2**63) - 1, 2**70])
+def test_priority_beyond_32_bits_is_refused(scheduler: Scheduler, priority: int) -> None:
     with pytest.raises(InvalidRequest, match=f"priority {priority}"):
         scheduler.acquire("j", "w", priority, 1, 1.0)
 
 
-@pytest.mark.parametrize("priority", [2**63 - 1, -(2**63)])
-def test_priority_at_the_64_bit_bounds_works(scheduler: Scheduler, priority: int) -> None:
+@pytest.mark.parametrize("priority", [2**31 - 1, -(2**31)])
+def test_priority_at_the_32_bit_bounds_works(scheduler: Scheduler, priority: int) -> None:
     lease = as_lease(scheduler.acquire("j", "w", priority, 1, 1.0))
     assert scheduler.get(lease.lease_id).priority == priority
 
@@ -34,4 +34,7 @@ def test_core_check_name_refuses_control_characters(name: str, scheduler: Schedu
         check_name(name, "job")
     with pytest.raises(InvalidRequest):
         scheduler.acquire(name, "alice", 0, 1, 5.0)
-    assert check_name("job with space", "job") == "job with space"
+    # The one name rule (128 characters of [A-Za-z0-9._:@-]) refuses spaces too.
+    with pytest.raises(InvalidRequest):
+        check_name("job with space", "job")
+    assert check_name("job-1.a:b@c_d", "job") == "job-1.a:b@c_d"

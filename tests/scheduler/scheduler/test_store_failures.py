@@ -114,6 +114,11 @@ def test_a_failed_expiry_is_retried(
     clock.advance(6.0)
     with pytest.raises(StoreError):
         scheduler.tick()
+    # The failed expiry is still due: memory kept the lease, a read reports it EXPIRED
+    # without writing, and the next tick commits it.
+    assert scheduler.used_slots == 1
+    assert scheduler.get(lease.lease_id).state is LeaseState.EXPIRED
+    scheduler.tick()
     assert scheduler.get(lease.lease_id).state is LeaseState.EXPIRED
     assert scheduler.used_slots == 0
     assert isinstance(scheduler.acquire("b", "w", 0, 1, 5.0), Lease)
@@ -136,6 +141,8 @@ def test_a_committed_end_stands_when_granting_tickets_fails(
         assert scheduler.fence(lease.lease_id).state is LeaseState.FENCED
     else:
         clock.advance(5.0)
+        # get() commits nothing; lease_counts() expires what is due first.
+        assert scheduler.lease_counts()[LeaseState.EXPIRED] == 1
         assert scheduler.get(lease.lease_id).state is LeaseState.EXPIRED
     assert calls[0] == 2
     assert isinstance(scheduler.poll(ticket.ticket_id), Ticket)

@@ -1,7 +1,8 @@
 """The hash-chained audit log: canonical encoding, chaining and verification.
 
-Pure domain code. A store appends records inside the same transaction as the state
-change they describe, and hands them back in seq order for :class:`AuditLog`.
+Pure domain code. The lease book chains records onto the head it knows
+(:func:`chain`); a store persists the finished records in the same transaction as
+the state change they describe, and hands them back in seq order for :class:`AuditLog`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Protocol
 import attrs
 
 from .._domain._errors import InvalidRequest
-from .._domain._lease import check_count
+from .._domain._ids import id_hex
+from .._domain._limits import check_count
 
 #: The most records one page of :meth:`AuditLog.records` returns.
 MAX_PAGE = 10_000
@@ -63,7 +65,7 @@ class AuditRecord:
             "seq": self.seq,
             "time": self.time,
             "kind": self.kind,
-            "lease_id": None if self.lease_id is None else f"{self.lease_id:032x}",
+            "lease_id": None if self.lease_id is None else id_hex(self.lease_id),
             "job": self.job,
             "data": dict(self.data),
             "prev_hash": self.prev_hash,
@@ -88,7 +90,7 @@ def canonical_encoding(
         "seq": seq,
         "time": time,
         "kind": kind,
-        "lease_id": None if lease_id is None else f"{lease_id:032x}",
+        "lease_id": None if lease_id is None else id_hex(lease_id),
         "job": job,
         "data": data,
     }
@@ -127,6 +129,40 @@ def make_record(
         prev_hash,
         chain_hash(prev_hash, canonical),
     )
+
+
+@attrs.frozen
+class AuditEntry:
+    """What an audit record will say, before it is chained (no seq, no hashes yet)."""
+
+    kind: AuditKind
+    lease_id: int | None
+    job: str | None
+    data: Mapping[str, Any] = attrs.field(hash=False)
+
+
+def chain(
+    head: tuple[int, str], time: float, entries: Iterable[AuditEntry]
+) -> tuple[AuditRecord, ...]:
+    """The finished records that follow ``head`` (seq, hash), in order, all at ``time``.
+
+    This is the whole chaining rule: a store persists these records as they are.
+    """
+    seq, prev_hash = head
+    records: list[AuditRecord] = []
+    for entry in entries:
+        record = make_record(
+            seq,
+            prev_hash,
+            time=time,
+            kind=entry.kind,
+            lease_id=entry.lease_id,
+            job=entry.job,
+            data=entry.data,
+        )
+        records.append(record)
+        seq, prev_hash = record.seq, record.hash
+    return tuple(records)
 
 
 def record_hash_ok(record: AuditRecord) -> bool:

@@ -37,6 +37,11 @@ class StoreSuperseded(StoreError):
     """
 
 
+class StoreConflict(StoreError):
+    """The store holds another writer's change: the audit head or a fencing token
+    counter is not the one the change was computed from. Nothing was written."""
+
+
 class InvalidRequest(SchedulerError, ValueError):
     """A bad argument: slots, ttl, priority, a name, an id. Nothing was changed."""
 
@@ -129,3 +134,15 @@ class TicketGranted(SchedulerError):
             f"ticket {_hex(ticket_id)} was already granted as lease {_hex(lease_id)}; "
             "release the lease instead"
         )
+
+
+class NotLeaseHolder(SchedulerError):
+    """The caller named a holder that does not hold this lease or ticket.
+
+    The message names the id, never the real holder. (HTTP 403.)
+    """
+
+    def __init__(self, lease_id: int, what: str = "lease") -> None:
+        self.lease_id = lease_id
+        self.what = what
+        super().__init__(f"{what} {_hex(lease_id)} is not held by the caller")

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections import OrderedDict
 
+from .._domain._ids import id_hex, is_id
 from .._domain._preemption import NonPreemptibleReason, PreemptionManager
 
 _log = logging.getLogger("grafos_scheduler")
@@ -67,10 +68,7 @@ class PreemptionFlushObserver:
             self._miss(lease_id, "on_flush_complete")
 
     def _miss(self, lease_id: int, method: str) -> None:
-        try:
-            shown = f"{lease_id:032x}"
-        except (TypeError, ValueError):
-            shown = repr(lease_id)
+        shown = id_hex(lease_id) if is_id(lease_id) else repr(lease_id)
         with self._count_lock:
             self._misses += 1
             try:

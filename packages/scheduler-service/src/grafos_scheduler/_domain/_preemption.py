@@ -17,7 +17,8 @@ import attrs
 
 from .._domain._clock import Clock, as_clock
 from .._domain._errors import InvalidRequest
-from .._domain._lease import check_id, check_priority, check_seconds, check_slots
+from .._domain._ids import check_id, id_hex
+from .._domain._limits import check_priority, check_seconds, check_slots
 
 
 class NonPreemptibleReason(enum.Enum):
@@ -186,7 +187,7 @@ class PreemptionManager:
         check_slots(slots)
         with self._lock:
             if lease_id in self._tracked or lease_id in self._taken:
-                raise InvalidRequest(f"lease {lease_id:032x} is already tracked")
+                raise InvalidRequest(f"lease {id_hex(lease_id)} is already tracked")
             level = self._level_locked(priority)
             self._stamp += 1
             entry = _Entry(priority, slots, level, self._stamp)

@@ -1,19 +1,21 @@
-"""The Scheduler: composes the domain with a store and runs the executor thread."""
+"""The Scheduler: the use cases, behind one lock, over the lease book and a store.
+
+Every use case asks the :class:`LeaseBook` for a :class:`Change`, commits it with
+:meth:`_commit` (one store transaction), and only then applies it to the book. The
+executor thread lives in ``_executor``, restart recovery in ``_recovery``, the read
+models and paging in ``_read_model``, audit payloads in the domain.
+"""
 
 from __future__ import annotations
 
-import bisect
-import heapq
 import logging
 import secrets
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
 
-import attrs
-
-from .._domain._audit import AuditKind, AuditLog
+from .._domain._audit import AuditLog
+from .._domain._change import Change
 from .._domain._clock import Clock, as_clock
 from .._domain._errors import (
     CapacityExceeded,
@@ -22,24 +24,23 @@ from .._domain._errors import (
     JobAlreadyLeased,
     LeaseExpired,
     LeaseNotActive,
+    NotLeaseHolder,
     SchedulerError,
-    StoreSuperseded,
     TicketGranted,
     UnknownLease,
     UnknownTicket,
 )
-from .._domain._lease import (
-    Lease,
-    LeaseState,
-    Ticket,
+from .._domain._ids import check_id, id_hex, new_id
+from .._domain._lease import Lease, LeaseState, Ticket
+from .._domain._lease_book import LeaseBook
+from .._domain._limits import (
+    check_cause,
     check_count,
-    check_id,
     check_name,
     check_priority,
     check_slots,
+    check_token,
     check_ttl,
-    id_hex,
-    new_id,
 )
 from .._domain._observer import PreemptionFlushObserver
 from .._domain._preemption import (
@@ -50,33 +51,18 @@ from .._domain._preemption import (
     PreemptionManager,
     PreemptionOutcome,
 )
-from .._store._protocol import LeaseRow, SchedulerStore, StoreTransaction, TicketRow
+from .._domain._renewal import Renewal
+from .._domain._rows import LeaseRow, TicketRow
+from .._scheduler._executor import Executor
+from .._scheduler._read_model import MAX_LEASE_PAGE, ReadModel
+from .._scheduler._recovery import plan_restart, restore_pending
+from .._store._protocol import SchedulerStore
 
 _log = logging.getLogger("grafos_scheduler")
 
-MAX_CAUSE_LENGTH = 1024
-# The executor re-reads the clock at least this often, so a ManualClock or a wall
-# clock that jumps cannot leave it asleep past a deadline for long.
-_MAX_SLEEP = 0.5
-
 PreemptCallback = Callable[[Lease], None]
 
-#: The most leases one :meth:`Scheduler.lease_page` returns.
-MAX_LEASE_PAGE = 1000
-
-
-def _check_cause(cause: object) -> str:
-    if not isinstance(cause, str) or not cause.strip() or len(cause) > MAX_CAUSE_LENGTH:
-        raise InvalidRequest(
-            f"cause {cause!r} must be a non-empty string of at most {MAX_CAUSE_LENGTH} characters"
-        )
-    return cause
-
-
-def _check_token(token: object) -> int:
-    if not isinstance(token, int) or isinstance(token, bool):
-        raise InvalidRequest(f"fencing token {token!r} is not an integer")
-    return token
+__all__ = ["MAX_LEASE_PAGE", "PreemptCallback", "Scheduler"]
 
 
 def _check_reasons(reasons: object) -> frozenset[NonPreemptibleReason] | None:
@@ -92,8 +78,9 @@ def _check_reasons(reasons: object) -> frozenset[NonPreemptibleReason] | None:
     return frozenset(checked)
 
 
-def _reason_names(reasons: Iterable[NonPreemptibleReason]) -> list[str]:
-    return sorted(r.value for r in reasons)
+def _check_holder(holder: str | None) -> None:
+    if holder is not None:
+        check_name(holder, "holder")
 
 
 class Scheduler:
@@ -104,9 +91,12 @@ class Scheduler:
       priority) and asks the :class:`PreemptionManager` for lower-priority victims.
     - At most one ACTIVE lease per job: a second acquire for a job that holds an
       ACTIVE lease or a pending ticket raises :class:`JobAlreadyLeased`.
-    - Every state change and its audit record commit in one store transaction.
+    - Every state change and its audit record commit in one store transaction, and
+      reach memory only after it committed.
     - The executor (:meth:`start`'s thread, or :meth:`tick` called by hand) expires
       leases, carries out due preemptions and invokes preemption callbacks.
+    - Lease- and ticket-scoped calls take ``holder``: when given, a lease or ticket
+      of another holder raises :class:`NotLeaseHolder` before anything changes.
 
     Thread-safe. Use it as a context manager, or call :meth:`close`.
     """
@@ -133,116 +123,65 @@ class Scheduler:
         #: The audit chain: ``verify()``, ``head()``, ``records(after_seq, limit)``.
         self.audit = AuditLog(store)
         # Monotonic readings in the store are trusted only by the process that took them.
-        self._epoch = secrets.token_hex(8)
+        epoch = secrets.token_hex(8)
+        self._book = LeaseBook(self.capacity, epoch, self.manager)
+        self._read = ReadModel(store, self._clock, epoch)
         self._lock = threading.RLock()
         self._closed = False
-        self._active: dict[int, LeaseRow] = {}
-        self._active_by_job: dict[str, int] = {}
-        self._used = 0
-        self._expiry: list[tuple[float, int]] = []
-        self._tickets: dict[int, TicketRow] = {}
-        self._ticket_order: list[tuple[int, int, int]] = []  # (-priority, position, id)
-        self._ticket_by_job: dict[str, int] = {}
         self._callbacks: dict[int, PreemptCallback] = {}
         self._due_callbacks: deque[tuple[PreemptCallback, Lease]] = deque()
-        # The last refusal audited per ticket, (shortfall, eligible): audited on change.
-        self._refused: dict[int, tuple[int, int]] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._executor = Executor(self.tick, self._next_due, self._clock, self.manager.wake)
         with self._lock:
             self._recover()
         self.manager.bind(self._request_from_manager)
         if autostart:
             self.start()
 
+    # -- the commit point -------------------------------------------------------------
+
+    def _commit(self, change: Change) -> None:
+        """Write ``change`` in one store transaction, then apply it to memory.
+
+        If the store raises, memory is left exactly as it was.
+        """
+        self._store.commit(change)
+        self._book.apply(change)
+        for row in change.updated_leases:
+            if row.state is not LeaseState.ACTIVE:
+                self._ended(row)
+
+    def _ended(self, row: LeaseRow) -> None:
+        callback = self._callbacks.pop(row.lease_id, None)
+        if row.state is LeaseState.PREEMPTED and callback is not None:
+            self._due_callbacks.append((callback, self._read.lease(row)))
+            self.manager.wake.set()
+
     # -- lifecycle -------------------------------------------------------------------
 
     def _recover(self) -> None:
         """Reload state, expire what lapsed while down, and record the (re)start."""
-        now, wall = self._clock.monotonic(), self._clock.wall()
-        first_start = self._store.audit_head()[0] == 0
-        kept: list[LeaseRow] = []
-        with self._store.transaction() as txn:
-            rows = txn.active_leases()
-            tickets = txn.tickets()
-            self._check_restored_capacity(rows, tickets, wall)
-            txn.append_audit(
-                time=wall,
-                kind=AuditKind.START if first_start else AuditKind.RESTART,
-                lease_id=None,
-                job=None,
-                data={
-                    "capacity": self.capacity,
-                    "max_defer": self.manager.max_defer,
-                    "active_leases": len(rows),
-                    "pending_tickets": len(tickets),
-                },
-            )
-            for row in rows:
-                if row.expires_wall <= wall:
-                    ended = attrs.evolve(row, state=LeaseState.EXPIRED, ended_wall=wall)
-                    txn.update_lease(ended)
-                    txn.append_audit(
-                        time=wall,
-                        kind=AuditKind.EXPIRE,
-                        lease_id=row.lease_id,
-                        job=row.job,
-                        data={"expires_wall": row.expires_wall, "while_down": True},
-                    )
-                    continue
-                # Remaining time comes from the wall clock; the old monotonic one is void.
-                # It never exceeds a fresh TTL, whatever a clock did across the restart.
-                current = attrs.evolve(
-                    row,
-                    epoch=self._epoch,
-                    granted_at=now - (wall - row.granted_wall),
-                    expires_at=now + min(row.expires_wall - wall, row.ttl),
-                )
-                txn.update_lease(current)
-                kept.append(current)
-        for row in kept:
-            self._add_active(row)
-        for t in tickets:
-            self._add_ticket(attrs.evolve(t, requested_at=now - (wall - t.requested_wall)))
-        for row in kept:
-            if row.preempt_cause is not None:
-                assert row.preempt_requested_wall is not None
-                assert row.preempt_deadline_wall is not None
-                self.manager.restore_pending(
-                    row.lease_id,
-                    row.preempt_cause,
-                    now - (wall - row.preempt_requested_wall),
-                    now + min(row.preempt_deadline_wall - wall, self.manager.max_defer),
-                )
+        now, wall = self._now()
+        restart = plan_restart(
+            self._store,
+            capacity=self.capacity,
+            max_defer=self.manager.max_defer,
+            epoch=self._book.epoch,
+            now=now,
+            wall=wall,
+        )
+        self._book.head = restart.head
+        self._commit(restart.change)
+        for ticket in restart.tickets:
+            self._book.restore_ticket(ticket)
+        kept = [r for r in restart.change.updated_leases if r.state is LeaseState.ACTIVE]
+        restore_pending(self.manager, kept, now=now, wall=wall)
         self._grant_tickets_locked()
-
-    def _check_restored_capacity(
-        self, rows: list[LeaseRow], tickets: list[TicketRow], wall: float
-    ) -> None:
-        # Refused before anything is written: the store stays as it was.
-        held = sum(r.slots for r in rows if r.expires_wall > wall)
-        if held > self.capacity:
-            raise InvalidRequest(
-                f"capacity {self.capacity} is smaller than the {held} slots held by the "
-                f"ACTIVE leases in the store; restart with a capacity of at least {held}"
-            )
-        widest = max((t.slots for t in tickets), default=0)
-        if widest > self.capacity:
-            raise InvalidRequest(
-                f"capacity {self.capacity} is smaller than a pending ticket of {widest} "
-                f"slots in the store; restart with a capacity of at least {widest}"
-            )
 
     def start(self) -> None:
         """Start the executor thread: expiry, due preemptions, preemption callbacks."""
         with self._lock:
             self._check_open()
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(
-                target=self._run_executor, name="grafos-scheduler-executor", daemon=True
-            )
-            self._thread.start()
+            self._executor.start()
 
     def close(self) -> None:
         """Stop the executor and close the store; idempotent."""
@@ -250,11 +189,7 @@ class Scheduler:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
-        self._stop.set()
-        self.manager.wake.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=30.0)
+        self._executor.stop()
         with self._lock:
             self._store.close()
 
@@ -274,38 +209,22 @@ class Scheduler:
         """True after :meth:`close`."""
         return self._closed
 
+    @property
+    def _active(self) -> dict[int, LeaseRow]:
+        # The ACTIVE rows in memory, for tests that look inside.
+        return self._book.active
+
     def _check_open(self) -> None:
         if self._closed:
             raise SchedulerError("the scheduler is closed")
 
-    def _run_executor(self) -> None:
-        wake = self.manager.wake
-        while not self._stop.is_set():
-            wake.wait(self._sleep_time())
-            wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.tick()
-            except StoreSuperseded:
-                # A newer scheduler owns the database now: this one must stop writing.
-                _log.warning("the store was taken over by a newer scheduler; executor stops")
-                return
-            except Exception:
-                # A store error must not kill the executor; it retries on the next wake.
-                _log.exception("the scheduler executor failed; retrying")
-                self._stop.wait(_MAX_SLEEP)
-
-    def _sleep_time(self) -> float:
-        now = self._clock.monotonic()
-        soonest = now + _MAX_SLEEP
+    def _next_due(self) -> float | None:
         deadline = self.manager.next_deadline()
-        if deadline is not None:
-            soonest = min(soonest, deadline)
         with self._lock:
-            if self._expiry:
-                soonest = min(soonest, self._expiry[0][0])
-        return max(0.0, soonest - now)
+            expiry = self._book.next_expiry()
+        if deadline is None or expiry is None:
+            return expiry if deadline is None else deadline
+        return min(deadline, expiry)
 
     def tick(self) -> None:
         """Expire due leases, carry out due preemptions, grant tickets, run callbacks.
@@ -340,126 +259,75 @@ class Scheduler:
             except Exception:
                 _log.exception("preemption callback for lease %s failed", id_hex(lease.lease_id))
 
-    # -- in-memory bookkeeping -------------------------------------------------------
+    # -- lookups -----------------------------------------------------------------------
 
     def _now(self) -> tuple[float, float]:
         return self._clock.monotonic(), self._clock.wall()
 
-    def _to_lease(self, row: LeaseRow) -> Lease:
-        if row.epoch == self._epoch:
-            granted_at, expires_at = row.granted_at, row.expires_at
-        else:
-            now, wall = self._now()
-            granted_at = now - (wall - row.granted_wall)
-            expires_at = now + (row.expires_wall - wall)
-        return Lease(
-            lease_id=row.lease_id,
-            job=row.job,
-            holder=row.holder,
-            priority=row.priority,
-            slots=row.slots,
-            ttl=row.ttl,
-            fencing_token=row.fencing_token,
-            state=row.state,
-            granted_at=granted_at,
-            expires_at=expires_at,
-        )
-
-    @staticmethod
-    def _to_ticket(row: TicketRow) -> Ticket:
-        return Ticket(
-            ticket_id=row.ticket_id,
-            job=row.job,
-            holder=row.holder,
-            priority=row.priority,
-            slots=row.slots,
-            ttl=row.ttl,
-            requested_at=row.requested_at,
-        )
-
-    def _add_active(self, row: LeaseRow) -> None:
-        self._active[row.lease_id] = row
-        self._active_by_job[row.job] = row.lease_id
-        self._used += row.slots
-        heapq.heappush(self._expiry, (row.expires_at, row.lease_id))
-        self.manager.track(row.lease_id, row.priority, row.slots)
-
-    def _drop_active(self, row: LeaseRow) -> None:
-        del self._active[row.lease_id]
-        del self._active_by_job[row.job]
-        self._used -= row.slots
-        self.manager.untrack(row.lease_id)
-        self._callbacks.pop(row.lease_id, None)
-
-    def _add_ticket(self, row: TicketRow) -> None:
-        self._tickets[row.ticket_id] = row
-        self._ticket_by_job[row.job] = row.ticket_id
-        bisect.insort(self._ticket_order, (-row.priority, row.position, row.ticket_id))
-
-    def _fresh_id(self, txn: StoreTransaction) -> int:
+    def _fresh_id(self) -> int:
         while True:
             value = new_id()
-            if not txn.id_in_use(value):
+            if not self._store.id_in_use(value):
                 return value
 
-    def _ended_error(self, lease_id: int) -> SchedulerError:
-        row = self._store.get_lease(lease_id)
-        if row is None:
-            return UnknownLease(lease_id)
+    def _ended_error(self, row: LeaseRow) -> SchedulerError:
         if row.state is LeaseState.EXPIRED:
-            return LeaseExpired(lease_id, self._to_lease(row).expires_at)
-        return LeaseNotActive(lease_id, row.state.value)
+            return LeaseExpired(row.lease_id, self._read.lease(row).expires_at)
+        return LeaseNotActive(row.lease_id, row.state.value)
 
-    def _active_row(self, lease_id: int) -> LeaseRow:
-        row = self._active.get(lease_id)
+    def _lease_row(self, lease_id: int, holder: str | None) -> LeaseRow:
+        """The lease's row in memory or in the store, checked against ``holder``."""
+        row = self._book.active.get(lease_id)
         if row is None:
-            raise self._ended_error(lease_id)
+            row = self._store.get_lease(lease_id)
+            if row is None:
+                raise UnknownLease(lease_id)
+        if holder is not None and row.holder != holder:
+            raise NotLeaseHolder(lease_id)
         return row
 
-    # -- state changes (each one transaction, audited) -------------------------------
+    def _active_row(self, lease_id: int, holder: str | None = None) -> LeaseRow:
+        row = self._lease_row(lease_id, holder)
+        if row.state is not LeaseState.ACTIVE:
+            raise self._ended_error(row)
+        active = self._book.active.get(lease_id)
+        if active is None:  # ended in the store, not yet noticed here
+            raise self._ended_error(row)
+        return active
+
+    def _ticket_holder_check(self, ticket_id: int, holder: str | None) -> None:
+        if holder is None:
+            return
+        row = self._book.tickets.get(ticket_id)
+        owner = row.holder if row is not None else None
+        if row is None:
+            stored = self._store.lease_for_ticket(ticket_id)
+            if stored is None:
+                raise UnknownTicket(ticket_id)
+            owner = stored.holder
+        if owner != holder:
+            raise NotLeaseHolder(ticket_id, "ticket")
+
+    # -- state changes (each one Change, one transaction) -----------------------------
 
     def _grant_locked(
         self, job: str, holder: str, priority: int, slots: int, ttl: float, ticket_id: int | None
     ) -> Lease:
         now, wall = self._now()
-        with self._store.transaction() as txn:
-            lease_id = self._fresh_id(txn)
-            token = txn.mint_fencing_token(job)
-            row = LeaseRow(
-                lease_id=lease_id,
-                job=job,
-                holder=holder,
-                priority=priority,
-                slots=slots,
-                ttl=ttl,
-                fencing_token=token,
-                state=LeaseState.ACTIVE,
-                epoch=self._epoch,
-                granted_at=now,
-                expires_at=now + ttl,
-                granted_wall=wall,
-                expires_wall=wall + ttl,
-                ticket_id=ticket_id,
-            )
-            txn.insert_lease(row)
-            if ticket_id is not None:
-                txn.delete_ticket(ticket_id)
-            txn.append_audit(
-                time=wall,
-                kind=AuditKind.GRANT,
-                lease_id=lease_id,
-                job=job,
-                data={
-                    "holder": holder,
-                    "priority": priority,
-                    "slots": slots,
-                    "ttl": ttl,
-                    "fencing_token": token,
-                    "ticket_id": None if ticket_id is None else id_hex(ticket_id),
-                },
-            )
-        self._add_active(row)
-        return self._to_lease(row)
+        change, row = self._book.grant(
+            lease_id=self._fresh_id(),
+            job=job,
+            holder=holder,
+            priority=priority,
+            slots=slots,
+            ttl=ttl,
+            ticket_id=ticket_id,
+            last_token=self._store.fencing_token(job),
+            now=now,
+            wall=wall,
+        )
+        self._commit(change)
+        return self._read.lease(row)
 
     def _grant_tickets_locked(self) -> dict[int, Lease]:
         """Grant queued tickets in order while the head fits (no overtaking).
@@ -469,82 +337,45 @@ class Scheduler:
         once and free room for the next round.
         """
         granted = self._grant_fitting_locked()
-        while self._ticket_order and self._preempt_for_queue_locked():
+        while self._book.tickets and self._preempt_for_queue_locked():
             granted.update(self._grant_fitting_locked())
         return granted
 
     def _grant_fitting_locked(self) -> dict[int, Lease]:
         granted: dict[int, Lease] = {}
-        while self._ticket_order:
-            ticket_id = self._ticket_order[0][2]
-            t = self._tickets[ticket_id]
-            if t.slots > self.capacity - self._used:
-                break
-            granted[ticket_id] = self._grant_locked(
-                t.job, t.holder, t.priority, t.slots, t.ttl, ticket_id
+        while (t := self._book.head_ticket()) is not None and t.slots <= self._book.free:
+            granted[t.ticket_id] = self._grant_locked(
+                t.job, t.holder, t.priority, t.slots, t.ttl, t.ticket_id
             )
-            self._ticket_order.pop(0)
-            del self._tickets[ticket_id]
-            del self._ticket_by_job[t.job]
-            self._refused.pop(ticket_id, None)
         return granted
 
-    def _end_locked(
-        self,
-        row: LeaseRow,
-        state: LeaseState,
-        records: list[tuple[AuditKind, Mapping[str, Any]]],
-    ) -> Lease:
-        _, wall = self._now()
-        ended = attrs.evolve(row, state=state, ended_wall=wall)
-        with self._store.transaction() as txn:
-            txn.update_lease(ended)
-            for kind, data in records:
-                txn.append_audit(
-                    time=wall, kind=kind, lease_id=row.lease_id, job=row.job, data=data
-                )
-        callback = self._callbacks.get(row.lease_id)
-        self._drop_active(row)
-        lease = self._to_lease(ended)
-        if state is LeaseState.PREEMPTED and callback is not None:
-            self._due_callbacks.append((callback, lease))
-            self.manager.wake.set()
-        return lease
+    def _end_locked(self, change: Change) -> Lease:
+        self._commit(change)
+        return self._read.lease(change.updated_leases[0])
 
     def _expire_due_locked(self) -> None:
         now = self._clock.monotonic()
-        heap = self._expiry
+        _, wall = self._now()
         expired = False
-        while heap and heap[0][0] <= now:
-            expires_at, lease_id = heap[0]
-            row = self._active.get(lease_id)
-            if row is not None and row.expires_at == expires_at:
-                # Popped only once the expiry committed: a failed write leaves the
-                # entry in place, and the next call tries again.
-                self._end_locked(
-                    row,
-                    LeaseState.EXPIRED,
-                    [(AuditKind.EXPIRE, {"expires_wall": row.expires_wall, "while_down": False})],
-                )
-                expired = True
-            # else: ended already, or renewed: a later entry stands for it
-            heapq.heappop(heap)
+        while (row := self._book.due_expiry(now)) is not None:
+            # The heap entry goes only once the expiry committed: a failed write
+            # leaves it in place, and the next call tries again.
+            self._commit(self._book.expire(row, wall))
+            expired = True
         if expired:
             self._follow_up_locked()
 
     def _carry_out_locked(self, due: DuePreemption) -> None:
-        row = self._active.get(due.lease_id)
+        row = self._book.active.get(due.lease_id)
         if row is None:
             self.manager.untrack(due.lease_id)
             return
-        kind = AuditKind.PREEMPTION_FORCED if due.forced else AuditKind.PREEMPTION_EXECUTED
-        data = {
-            "cause": due.cause,
-            "reasons": _reason_names(due.reasons),
-            "deadline_wall": row.preempt_deadline_wall,
-        }
+        _, wall = self._now()
+        change = self._book.preempt_due(
+            row, due.cause, due.reasons, forced=due.forced, wall=wall
+        )
         try:
-            self._end_locked(row, LeaseState.PREEMPTED, [(kind, data)])
+            self._commit(change)
         except BaseException:
             self._retrack(row)
             raise
@@ -553,7 +384,7 @@ class Scheduler:
         # The store refused the change: the lease is still ACTIVE, so the manager gets
         # it back as it was (markers, order, pending preemption with its deadline).
         if (
-            row.lease_id in self._active
+            row.lease_id in self._book.active
             and not self.manager.is_tracked(row.lease_id)
             and not self.manager.restore_taken(row.lease_id)
         ):
@@ -577,18 +408,9 @@ class Scheduler:
         already = row.preempt_cause is not None
         decision = self.manager.decide_preemption(row.lease_id, cause)
         if decision.outcome is PreemptionOutcome.PREEMPTED:
-            executed: tuple[AuditKind, Mapping[str, Any]] = (
-                AuditKind.PREEMPTION_EXECUTED,
-                {"cause": decision.cause, "reasons": []},
-            )
-            # A pending request was audited when it was made; only the execution is new.
-            records = (
-                [executed]
-                if already
-                else [(AuditKind.PREEMPTION_REQUESTED, {"cause": cause}), executed]
-            )
+            _, wall = self._now()
             try:
-                self._end_locked(row, LeaseState.PREEMPTED, records)
+                self._commit(self._book.preempt_now(row, decision.cause, wall))
             except BaseException:
                 self._retrack(row)
                 raise
@@ -597,40 +419,45 @@ class Scheduler:
         elif decision.outcome is PreemptionOutcome.DEFERRED and not already:
             assert decision.deadline is not None
             now, wall = self._now()
-            deadline_wall = wall + (decision.deadline - now)
-            pending = attrs.evolve(
-                row,
-                preempt_cause=cause,
-                preempt_requested_wall=wall,
-                preempt_deadline_wall=deadline_wall,
+            change = self._book.defer(
+                row, cause, decision.reasons, deadline=decision.deadline, now=now, wall=wall
             )
             try:
-                with self._store.transaction() as txn:
-                    txn.update_lease(pending)
-                    txn.append_audit(
-                        time=wall,
-                        kind=AuditKind.PREEMPTION_REQUESTED,
-                        lease_id=row.lease_id,
-                        job=row.job,
-                        data={"cause": cause},
-                    )
-                    txn.append_audit(
-                        time=wall,
-                        kind=AuditKind.PREEMPTION_DEFERRED,
-                        lease_id=row.lease_id,
-                        job=row.job,
-                        data={
-                            "cause": cause,
-                            "reasons": _reason_names(decision.reasons),
-                            "max_defer": self.manager.max_defer,
-                            "deadline_wall": deadline_wall,
-                        },
-                    )
+                self._commit(change)
             except BaseException:
                 self.manager.cancel_pending(row.lease_id)
                 raise
-            self._active[row.lease_id] = pending
         return decision
+
+    def _preempt_for_queue_locked(self) -> bool:
+        """Request the preemptions the waiting tickets need; True if any went at once.
+
+        A ticket whose shortfall the leases below it cannot cover is refused
+        preemption, and the refusal is audited once per change of (shortfall,
+        eligible slots).
+        """
+        freed_now = False
+        for ticket, shortfall in self._book.shortfalls():
+            victims = self.manager.select_victims(shortfall, ticket.priority)
+            if not victims:
+                self._refuse_locked(ticket, shortfall)
+                continue
+            self._book.forget_refusal(ticket.ticket_id)
+            cause = self._book.preemption_cause(ticket)
+            for lease_id in victims:
+                row = self._book.active.get(lease_id)
+                if row is not None:
+                    decision = self._request_preemption_locked(row, cause, grant=False)
+                    freed_now |= decision.outcome is PreemptionOutcome.PREEMPTED
+        return freed_now
+
+    def _refuse_locked(self, ticket: TicketRow, shortfall: int) -> None:
+        _, wall = self._now()
+        change = self._book.refuse(ticket, shortfall, wall)
+        if change is None:
+            return  # nothing changed since the last refusal was recorded
+        self._commit(change)
+        self._book.note_refused(ticket, shortfall)
 
     # -- public operations -----------------------------------------------------------
 
@@ -654,135 +481,57 @@ class Scheduler:
         with self._lock:
             self._check_open()
             self._expire_due_locked()
-            existing = self._active_by_job.get(job)
+            book = self._book
+            existing = book.active_by_job.get(job)
             if existing is not None:
                 raise JobAlreadyLeased(job, existing)
-            waiting = self._ticket_by_job.get(job)
+            waiting = book.ticket_by_job.get(job)
             if waiting is not None:
                 raise JobAlreadyLeased(job, waiting, pending=True)
-            queue_ahead = bool(self._ticket_order) and -self._ticket_order[0][0] >= priority
-            if not queue_ahead and slots <= self.capacity - self._used:
+            if not book.queue_ahead(priority) and slots <= book.free:
                 return self._grant_locked(job, holder, priority, slots, ttl, None)
-            ticket = self._queue_locked(job, holder, priority, slots, ttl)
+            now, wall = self._now()
+            change, ticket = book.queue(
+                ticket_id=self._fresh_id(),
+                job=job,
+                holder=holder,
+                priority=priority,
+                slots=slots,
+                ttl=ttl,
+                now=now,
+                wall=wall,
+            )
+            self._commit(change)
             # The ticket is committed: a failure to preempt for it is the executor's.
             self._follow_up_locked()
-            result: Lease | Ticket = self._to_ticket(ticket)
-            if ticket.ticket_id not in self._tickets:
+            result: Lease | Ticket = self._read.ticket(ticket)
+            if ticket.ticket_id not in book.tickets:
                 # Unmarked victims went at once and the ticket was granted already.
-                lease_id = self._active_by_job[job]
-                result = self._to_lease(self._active[lease_id])
+                lease_id = book.active_by_job[job]
+                result = self._read.lease(book.active[lease_id])
         self.manager.wake.set()  # callbacks of immediate preemptions are the executor's
         return result
 
-    def _queue_locked(
-        self, job: str, holder: str, priority: int, slots: int, ttl: float
-    ) -> TicketRow:
-        now, wall = self._now()
-        with self._store.transaction() as txn:
-            ticket_id = self._fresh_id(txn)
-            row = txn.insert_ticket(
-                TicketRow(
-                    ticket_id=ticket_id,
-                    job=job,
-                    holder=holder,
-                    priority=priority,
-                    slots=slots,
-                    ttl=ttl,
-                    epoch=self._epoch,
-                    requested_at=now,
-                    requested_wall=wall,
-                )
-            )
-            txn.append_audit(
-                time=wall,
-                kind=AuditKind.QUEUED,
-                lease_id=None,
-                job=job,
-                data={
-                    "ticket_id": id_hex(ticket_id),
-                    "holder": holder,
-                    "priority": priority,
-                    "slots": slots,
-                    "ttl": ttl,
-                },
-            )
-        self._add_ticket(row)
-        return row
+    def poll(self, ticket_id: int, *, holder: str | None = None) -> Lease | Ticket:
+        """The ticket while it waits, or the Lease it became; UnknownTicket otherwise.
 
-    def _preempt_for_queue_locked(self) -> bool:
-        """Request the preemptions the waiting tickets need; True if any went at once.
-
-        Tickets are served in queue order, so ticket k needs room for itself and every
-        ticket ahead of it. What is free and what pending preemptions will free count
-        first, so slots already being preempted are never asked for twice. A ticket
-        whose shortfall the leases below it cannot cover is refused preemption, and
-        the refusal is audited once per change of (shortfall, eligible slots).
+        With ``holder``, a ticket of another holder raises :class:`NotLeaseHolder`.
         """
-        freed_now = False
-        demand = 0
-        for _neg, _pos, ticket_id in list(self._ticket_order):
-            ticket = self._tickets.get(ticket_id)
-            if ticket is None:
-                continue
-            demand += ticket.slots
-            shortfall = demand - (self.capacity - self._used) - self.manager.pending_slots()
-            if shortfall <= 0:
-                continue
-            victims = self.manager.select_victims(shortfall, ticket.priority)
-            if not victims:
-                self._refuse_locked(ticket, shortfall)
-                continue
-            self._refused.pop(ticket_id, None)
-            cause = (
-                f"free {ticket.slots} slots for ticket {id_hex(ticket.ticket_id)} "
-                f"(job {ticket.job!r}, priority {ticket.priority})"
-            )
-            for lease_id in victims:
-                row = self._active.get(lease_id)
-                if row is not None:
-                    decision = self._request_preemption_locked(row, cause, grant=False)
-                    freed_now |= decision.outcome is PreemptionOutcome.PREEMPTED
-        return freed_now
-
-    def _refuse_locked(self, ticket: TicketRow, shortfall: int) -> None:
-        eligible = self.manager.eligible_slots(ticket.priority)
-        key = (shortfall, eligible)
-        if self._refused.get(ticket.ticket_id) == key:
-            return  # nothing changed since the last refusal was recorded
-        _, wall = self._now()
-        with self._store.transaction() as txn:
-            txn.append_audit(
-                time=wall,
-                kind=AuditKind.PREEMPTION_REFUSED,
-                lease_id=None,
-                job=ticket.job,
-                data={
-                    "ticket_id": id_hex(ticket.ticket_id),
-                    "priority": ticket.priority,
-                    "slots": ticket.slots,
-                    "shortfall": shortfall,
-                    "eligible_slots": eligible,
-                    "free_slots": self.capacity - self._used,
-                    "pending_slots": self.manager.pending_slots(),
-                },
-            )
-        self._refused[ticket.ticket_id] = key
-
-    def poll(self, ticket_id: int) -> Lease | Ticket:
-        """The ticket while it waits, or the Lease it became; UnknownTicket otherwise."""
         check_id(ticket_id, "ticket id")
+        _check_holder(holder)
         with self._lock:
             self._check_open()
+            self._ticket_holder_check(ticket_id, holder)
             self._expire_due_locked()
-            row = self._tickets.get(ticket_id)
+            row = self._book.tickets.get(ticket_id)
             if row is not None:
-                return self._to_ticket(row)
+                return self._read.ticket(row)
             stored = self._store.lease_for_ticket(ticket_id)
             if stored is None:
                 raise UnknownTicket(ticket_id)
-            return self._to_lease(self._active.get(stored.lease_id, stored))
+            return self._read.lease(self._book.active.get(stored.lease_id, stored))
 
-    def cancel_ticket(self, ticket_id: int) -> Ticket:
+    def cancel_ticket(self, ticket_id: int, *, holder: str | None = None) -> Ticket:
         """Withdraw a waiting ticket; returns it as it was. It is unknown afterwards.
 
         The removal and its ``ticket_cancelled`` audit record commit in one
@@ -790,85 +539,106 @@ class Scheduler:
         Preemptions already requested for it stand: they were audited and their
         holders told, and the slots they free go to the next tickets.
         Raises :class:`TicketGranted` if the ticket already became a lease (release
-        that lease instead) and :class:`UnknownTicket` if there is no such ticket
-        (never queued, or cancelled already).
+        that lease instead), :class:`UnknownTicket` if there is no such ticket
+        (never queued, or cancelled already), and :class:`NotLeaseHolder` if
+        ``holder`` is given and is not the ticket's.
         """
         check_id(ticket_id, "ticket id")
+        _check_holder(holder)
         with self._lock:
             self._check_open()
-            row = self._tickets.get(ticket_id)
+            self._ticket_holder_check(ticket_id, holder)
+            row = self._book.tickets.get(ticket_id)
             if row is None:
                 stored = self._store.lease_for_ticket(ticket_id)
                 if stored is None:
                     raise UnknownTicket(ticket_id)
                 raise TicketGranted(ticket_id, stored.lease_id)
             _, wall = self._now()
-            with self._store.transaction() as txn:
-                txn.delete_ticket(ticket_id)
-                txn.append_audit(
-                    time=wall,
-                    kind=AuditKind.TICKET_CANCELLED,
-                    lease_id=None,
-                    job=row.job,
-                    data={
-                        "ticket_id": id_hex(ticket_id),
-                        "holder": row.holder,
-                        "priority": row.priority,
-                        "slots": row.slots,
-                    },
-                )
-            self._ticket_order.remove((-row.priority, row.position, ticket_id))
-            del self._tickets[ticket_id]
-            del self._ticket_by_job[row.job]
-            self._refused.pop(ticket_id, None)
+            self._commit(self._book.cancel(row, wall))
             # The tickets behind it may fit now.
             self._follow_up_locked()
-            return self._to_ticket(row)
+            return self._read.ticket(row)
+
+    def _renew_locked(
+        self,
+        lease_id: int,
+        fencing_token: int,
+        reported: frozenset[NonPreemptibleReason] | None,
+        holder: str | None,
+    ) -> Lease:
+        self._check_open()
+        row = self._active_row(lease_id, holder)
+        now, wall = self._now()
+        if now >= row.expires_at:
+            self._expire_due_locked()
+            raise LeaseExpired(lease_id, row.expires_at)
+        if fencing_token != row.fencing_token:
+            raise FencingTokenMismatch(lease_id, row.fencing_token, fencing_token)
+        change = self._book.renew(row, now, wall)
+        self._commit(change)
+        if reported is not None:
+            self.manager.report_reasons(lease_id, reported)
+        return self._read.lease(change.updated_leases[0])
 
     def renew(
         self,
         lease_id: int,
         fencing_token: int,
         reasons: Iterable[NonPreemptibleReason] | None = None,
+        *,
+        holder: str | None = None,
     ) -> Lease:
         """Extend an ACTIVE, unexpired lease whose token matches, by its TTL.
 
         ``reasons`` is a remote worker's in-flight markers; it replaces the previous
         report and defers preemption like a local marker. It never stops expiry.
-        Raises LeaseExpired, LeaseNotActive, FencingTokenMismatch or UnknownLease.
+        Raises LeaseExpired, LeaseNotActive, FencingTokenMismatch or UnknownLease,
+        and NotLeaseHolder if ``holder`` is given and is not the lease's.
         Renewals are persisted, not audited one by one.
         """
         check_id(lease_id)
-        _check_token(fencing_token)
+        check_token(fencing_token)
         reported = _check_reasons(reasons)
+        _check_holder(holder)
         with self._lock:
-            self._check_open()
-            row = self._active_row(lease_id)
-            now, wall = self._now()
-            if now >= row.expires_at:
-                self._expire_due_locked()
-                raise LeaseExpired(lease_id, row.expires_at)
-            if fencing_token != row.fencing_token:
-                raise FencingTokenMismatch(lease_id, row.fencing_token, fencing_token)
-            renewed = attrs.evolve(
-                row, expires_at=now + row.ttl, expires_wall=wall + row.ttl, epoch=self._epoch
-            )
-            with self._store.transaction() as txn:
-                txn.update_lease(renewed)
-            self._active[lease_id] = renewed
-            heapq.heappush(self._expiry, (renewed.expires_at, lease_id))
-            if reported is not None:
-                self.manager.report_reasons(lease_id, reported)
-            return self._to_lease(renewed)
+            return self._renew_locked(lease_id, fencing_token, reported, holder)
 
-    def release(self, lease_id: int) -> Lease:
-        """End a lease as RELEASED and free its slots (queued tickets may be granted)."""
+    def renew_lease(
+        self,
+        lease_id: int,
+        fencing_token: int,
+        *,
+        reasons: Iterable[NonPreemptibleReason] | None = None,
+        holder: str | None = None,
+    ) -> Renewal:
+        """:meth:`renew`, and the lease's pending preemption, read under one lock.
+
+        The same checks and errors as :meth:`renew`. ``Renewal.pending`` is the
+        deferred preemption the holder must act on, or None.
+        """
         check_id(lease_id)
+        check_token(fencing_token)
+        reported = _check_reasons(reasons)
+        _check_holder(holder)
+        with self._lock:
+            lease = self._renew_locked(lease_id, fencing_token, reported, holder)
+            return Renewal(lease, self.manager.pending(lease_id))
+
+    def release(self, lease_id: int, *, holder: str | None = None) -> Lease:
+        """End a lease as RELEASED and free its slots (queued tickets may be granted).
+
+        With ``holder``, a lease of another holder raises :class:`NotLeaseHolder`.
+        """
+        check_id(lease_id)
+        _check_holder(holder)
         with self._lock:
             self._check_open()
+            self._lease_row(lease_id, holder)
             self._expire_due_locked()
             row = self._active_row(lease_id)
-            lease = self._end_locked(row, LeaseState.RELEASED, [(AuditKind.RELEASE, {})])
+            _, wall = self._now()
+            lease = self._end_locked(self._book.release(row, wall))
             self._follow_up_locked()
             return lease
 
@@ -879,24 +649,28 @@ class Scheduler:
             self._check_open()
             self._expire_due_locked()
             row = self._active_row(lease_id)
-            lease = self._end_locked(
-                row, LeaseState.FENCED, [(AuditKind.FENCE, {"fencing_token": row.fencing_token})]
-            )
+            _, wall = self._now()
+            lease = self._end_locked(self._book.fence(row, wall))
             self._follow_up_locked()
             return lease
 
-    def get(self, lease_id: int) -> Lease:
-        """The lease, in whatever state; UnknownLease if it was never granted."""
+    def get(self, lease_id: int, *, holder: str | None = None) -> Lease:
+        """The lease, in whatever state; UnknownLease if it was never granted.
+
+        A read: it commits nothing. An ACTIVE lease whose TTL ran out is reported
+        EXPIRED (as it will be stored once the executor commits the expiry, which
+        this call wakes it for). With ``holder``, a lease of another holder raises
+        :class:`NotLeaseHolder`.
+        """
         check_id(lease_id)
+        _check_holder(holder)
         with self._lock:
             self._check_open()
-            self._expire_due_locked()
-            row = self._active.get(lease_id)
-            if row is None:
-                row = self._store.get_lease(lease_id)
-                if row is None:
-                    raise UnknownLease(lease_id)
-            return self._to_lease(row)
+            row = self._lease_row(lease_id, holder)
+            lease = self._read.lease_as_of(row, self._clock.monotonic())
+        if lease.state is not row.state:
+            self.manager.wake.set()
+        return lease
 
     def leases(self, state: LeaseState | None = None) -> list[Lease]:
         """Leases, optionally of one state, oldest grant first.
@@ -911,11 +685,11 @@ class Scheduler:
             self._check_open()
             self._expire_due_locked()
             if state is LeaseState.ACTIVE:
-                rows = sorted(self._active.values(), key=lambda r: r.granted_at)
-                return [self._to_lease(r) for r in rows]
-            active = dict(self._active)
+                rows = sorted(self._book.active.values(), key=lambda r: r.granted_at)
+                return [self._read.lease(r) for r in rows]
+            active = dict(self._book.active)
         # Active rows in memory equal the stored ones (each change commits first).
-        return [self._to_lease(active.get(r.lease_id, r)) for r in self._store.list_leases(state)]
+        return [self._read.lease(active.get(r.lease_id, r)) for r in self._store.list_leases(state)]
 
     def lease_page(
         self,
@@ -944,18 +718,7 @@ class Scheduler:
         with self._lock:
             self._check_open()
             self._expire_due_locked()
-        if after is not None:
-            cursor = self._store.get_lease(after)
-            if cursor is None or (holder is not None and cursor.holder != holder):
-                raise InvalidRequest(
-                    f"after {id_hex(after)} is not the id of a lease from an earlier page"
-                )
-        rows = self._store.list_leases_page(
-            state=state, holder=holder, after=after, limit=limit + 1
-        )
-        more = len(rows) > limit
-        leases = [self._to_lease(r) for r in rows[:limit]]
-        return leases, leases[-1].lease_id if more else None
+        return self._read.page(state=state, holder=holder, after=after, limit=limit)
 
     def lease_counts(self) -> dict[LeaseState, int]:
         """How many leases are in each state (every state, zeros included).
@@ -973,13 +736,14 @@ class Scheduler:
         """Pending tickets, in the order they will be granted."""
         with self._lock:
             self._check_open()
-            return [self._to_ticket(self._tickets[key[2]]) for key in self._ticket_order]
+            book = self._book
+            return [self._read.ticket(book.tickets[i]) for i in book.ticket_ids()]
 
     @property
     def used_slots(self) -> int:
         """Slots held by ACTIVE leases."""
         with self._lock:
-            return self._used
+            return self._book.used
 
     def _request_from_manager(self, lease_id: int, cause: str) -> PreemptionDecision:
         # The manager's contract answers NOT_TRACKED for any id it does not track,
@@ -996,11 +760,11 @@ class Scheduler:
         for one that never existed. A lease already pending keeps its deadline.
         """
         check_id(lease_id)
-        _check_cause(cause)
+        check_cause(cause)
         with self._lock:
             self._check_open()
             self._expire_due_locked()
-            row = self._active.get(lease_id)
+            row = self._book.active.get(lease_id)
             if row is None:
                 if self._store.get_lease(lease_id) is None:
                     raise UnknownLease(lease_id)
@@ -1031,7 +795,8 @@ class Scheduler:
             self._callbacks[lease_id] = callback
 
     def __repr__(self) -> str:
+        book = self._book
         return (
-            f"Scheduler(capacity={self.capacity}, used={self._used}, "
-            f"active={len(self._active)}, tickets={len(self._tickets)})"
+            f"Scheduler(capacity={self.capacity}, used={book.used}, "
+            f"active={len(book.active)}, tickets={len(book.tickets)})"
         )

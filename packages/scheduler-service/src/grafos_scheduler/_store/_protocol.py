@@ -1,125 +1,151 @@
-"""The persistence interface the Scheduler talks to; SQLite now, PostgreSQL later.
+"""The persistence interface the Scheduler talks to: one commit point, and reads.
 
-Every state change happens in one :meth:`SchedulerStore.transaction`: the lease row,
-the per-job token counter and the audit record commit together or not at all. A
-store for several replicas (PostgreSQL) takes row locks inside the same methods; the
-Scheduler does not know which store it has.
+A store persists what the domain decided; it decides nothing. Every state change
+reaches it as one :class:`Change` (rows, fencing token counters and audit records
+already chained by the domain) through :meth:`SchedulerStore.commit`, which writes
+all of it in one transaction or none of it. The Scheduler applies a Change to memory
+only after ``commit`` returned, so memory never holds what the store refused.
+
+A new store (PostgreSQL) implements :class:`SchedulerStore`. It need not write its own
+commit logic: give its transaction the small :class:`StoreTransaction` surface and
+call :func:`write_change` inside it, which checks the audit head and the fencing
+token counters (raising :class:`StoreConflict`) and writes the rows. A store for
+several replicas also checks its leadership epoch in the same transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Protocol
 
-import attrs
-
-from .._domain._audit import AuditKind, AuditRecord
+from .._domain._audit import AuditRecord
+from .._domain._change import Change
+from .._domain._errors import StoreConflict
 from .._domain._lease import LeaseState
+from .._domain._rows import LeaseRow, TicketRow
 
-
-@attrs.frozen
-class LeaseRow:
-    """A lease as stored: monotonic times beside wall-clock ones.
-
-    Monotonic readings mean something only to the process (``epoch``) that took
-    them; another process recomputes them from the wall-clock columns.
-    """
-
-    lease_id: int
-    job: str
-    holder: str
-    priority: int
-    slots: int
-    ttl: float
-    fencing_token: int
-    state: LeaseState
-    epoch: str
-    granted_at: float
-    expires_at: float
-    granted_wall: float
-    expires_wall: float
-    ticket_id: int | None = None
-    ended_wall: float | None = None
-    preempt_cause: str | None = None
-    preempt_requested_wall: float | None = None
-    preempt_deadline_wall: float | None = None
-
-
-@attrs.frozen
-class TicketRow:
-    """A pending acquire as stored; ``position`` orders tickets of equal priority."""
-
-    ticket_id: int
-    job: str
-    holder: str
-    priority: int
-    slots: int
-    ttl: float
-    epoch: str
-    requested_at: float
-    requested_wall: float
-    position: int = 0  # assigned by the store on insert
+__all__ = [
+    "Change",
+    "LeaseRow",
+    "SchedulerStore",
+    "StoreTransaction",
+    "TicketRow",
+    "write_change",
+]
 
 
 class StoreTransaction(Protocol):
-    """The writes of one atomic unit; obtained from :meth:`SchedulerStore.transaction`."""
+    """The writes of one atomic unit, as :func:`write_change` uses them.
 
-    def id_in_use(self, value: int) -> bool:
-        """True if ``value`` was ever a lease id or a ticket id."""
+    Valid only inside the store's transaction. Every method may raise
+    :class:`StoreError`; the transaction then rolls back.
+    """
+
+    def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last stored record, read inside the transaction (locked
+        where supported); (0, GENESIS_HASH) when there is none."""
         ...
 
-    def mint_fencing_token(self, job: str) -> int:
-        """Increment and return the job's durable fencing token counter."""
+    def fencing_token(self, job: str) -> int:
+        """The job's stored fencing token counter (the last token minted), 0 if none."""
+        ...
+
+    def set_fencing_token(self, job: str, token: int) -> None:
+        """Store ``token`` as the job's counter (:func:`write_change` checked it is higher)."""
         ...
 
     def insert_lease(self, row: LeaseRow) -> None:
-        """Add a new lease row."""
+        """Add a new lease row; an id ever used before is refused (StoreError)."""
         ...
 
     def update_lease(self, row: LeaseRow) -> None:
-        """Overwrite the row with ``row.lease_id`` (state, expiry, preemption fields)."""
+        """Overwrite the ACTIVE row with ``row.lease_id``; StoreError if no such ACTIVE
+        row exists (an end state never changes again)."""
         ...
 
-    def insert_ticket(self, row: TicketRow) -> TicketRow:
-        """Add a ticket; returns it with its ``position`` assigned."""
+    def insert_ticket(self, row: TicketRow) -> None:
+        """Add a ticket as given (its ``position`` included)."""
         ...
 
     def delete_ticket(self, ticket_id: int) -> None:
         """Remove a ticket (it was granted or cancelled)."""
         ...
 
-    def active_leases(self) -> list[LeaseRow]:
-        """Every ACTIVE lease, read inside the transaction (locked where supported)."""
+    def append_audit(self, record: AuditRecord) -> None:
+        """Store a finished record as it is (seq, prev_hash and hash included)."""
         ...
 
-    def tickets(self) -> list[TicketRow]:
-        """Every pending ticket, in (priority descending, position) order."""
-        ...
 
-    def append_audit(
-        self,
-        *,
-        time: float,
-        kind: AuditKind,
-        lease_id: int | None,
-        job: str | None,
-        data: Mapping[str, Any],
-    ) -> AuditRecord:
-        """Chain a record onto the current head and store it."""
-        ...
+def write_change(txn: StoreTransaction, change: Change) -> None:
+    """Write ``change`` through ``txn``: the commit logic every store shares.
+
+    Refuses with :class:`StoreConflict`, before writing anything, when the stored
+    audit head is not :attr:`Change.expected_head` or a fencing token is not above
+    the job's stored counter: another writer got there first, and this change was
+    computed from a state that is gone. Tokens therefore never go backward.
+    """
+    expected = change.expected_head
+    if expected is not None:
+        head = txn.audit_head()
+        if head != expected:
+            raise StoreConflict(
+                f"the audit head is seq {head[0]}, but the change follows seq {expected[0]}: "
+                "another writer changed the store"
+            )
+    for job, token in change.fencing_tokens:
+        stored = txn.fencing_token(job)
+        if token <= stored:
+            raise StoreConflict(
+                f"fencing token {token} for job {job!r} is not above the stored {stored}"
+            )
+    for job, token in change.fencing_tokens:
+        txn.set_fencing_token(job, token)
+    for ticket_id in change.deleted_tickets:
+        txn.delete_ticket(ticket_id)
+    for row in change.inserted_leases:
+        txn.insert_lease(row)
+    for row in change.updated_leases:
+        txn.update_lease(row)
+    for ticket in change.inserted_tickets:
+        txn.insert_ticket(ticket)
+    for record in change.audit:
+        txn.append_audit(record)
 
 
 class SchedulerStore(Protocol):
     """Durable leases, per-job fencing token counters, tickets and the audit chain.
 
     Implementations must be thread-safe: the executor thread and callers share one.
-    ``transaction()`` commits when the block exits normally and rolls back on any
-    exception, so audit and state never diverge.
+    Reads return committed state; :meth:`commit` is the only write.
     """
 
-    def transaction(self) -> AbstractContextManager[StoreTransaction]:
-        """One atomic, durable unit of writes (``BEGIN IMMEDIATE`` on SQLite)."""
+    def commit(self, change: Change) -> None:
+        """Write ``change`` in one atomic, durable transaction, or nothing.
+
+        Returns once the change is durable. Raises :class:`StoreConflict` if the
+        audit head or a fencing token counter is not what the change expects (see
+        :func:`write_change`), and :class:`StoreError` on any other failure; in both
+        cases nothing was written.
+        """
+        ...
+
+    def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last record; (0, GENESIS_HASH) when empty."""
+        ...
+
+    def fencing_token(self, job: str) -> int:
+        """The job's last minted fencing token, 0 if it never had one."""
+        ...
+
+    def id_in_use(self, value: int) -> bool:
+        """True if ``value`` was ever a lease id or a ticket id."""
+        ...
+
+    def active_leases(self) -> list[LeaseRow]:
+        """Every ACTIVE lease, oldest grant first (read at a restart)."""
+        ...
+
+    def tickets(self) -> list[TicketRow]:
+        """Every pending ticket, in (priority descending, position) order."""
         ...
 
     def get_lease(self, lease_id: int) -> LeaseRow | None:
@@ -161,10 +187,8 @@ class SchedulerStore(Protocol):
         """Records with seq > ``after_seq`` in seq order, at most ``limit``."""
         ...
 
-    def audit_head(self) -> tuple[int, str]:
-        """(seq, hash) of the last record; (0, GENESIS_HASH) when empty."""
-        ...
-
     def close(self) -> None:
         """Release the store's resources; further use raises."""
         ...
+
+

@@ -12,12 +12,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
-import attrs
-
-from .._domain._audit import GENESIS_HASH, AuditKind, AuditRecord, make_record
+from .._domain._audit import GENESIS_HASH, AuditRecord
+from .._domain._change import Change
 from .._domain._errors import SchedulerError, StoreClosed, StoreError, StoreSuperseded
-from .._domain._lease import LeaseState, id_from_hex, id_hex
-from .._store._protocol import LeaseRow, TicketRow
+from .._domain._ids import id_from_hex, id_hex
+from .._domain._lease import LeaseState
+from .._domain._rows import LeaseRow, TicketRow
+from .._store._protocol import write_change
 
 SCHEMA_VERSION = "1"
 
@@ -112,6 +113,12 @@ _SELECT_LEASES = _sql("SELECT {lease} FROM leases ORDER BY granted_wall, rowid")
 _SELECT_LEASES_IN = _sql("SELECT {lease} FROM leases WHERE state = ? ORDER BY granted_wall, rowid")
 _SELECT_AUDIT = _sql("SELECT {audit} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
 _COUNT_BY_STATE = "SELECT state, COUNT(*) FROM leases GROUP BY state"
+_SELECT_HEAD = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+_SELECT_TOKEN = "SELECT last_token FROM fencing_tokens WHERE job = ?"
+_ID_IN_USE = (
+    "SELECT 1 FROM leases WHERE lease_id = ?1 OR ticket_id = ?1 "
+    "UNION ALL SELECT 1 FROM tickets WHERE ticket_id = ?1 LIMIT 1"
+)
 _SELECT_CURSOR = "SELECT granted_wall, lease_id FROM leases WHERE lease_id = ?"
 
 
@@ -288,28 +295,20 @@ class _SqliteTransaction:
             raise SchedulerError("this store transaction has already ended")
         return self._conn
 
-    def id_in_use(self, value: int) -> bool:
-        key = id_hex(value)
-        row = (
-            self._c()
-            .execute(
-                "SELECT 1 FROM leases WHERE lease_id = ?1 OR ticket_id = ?1 "
-                "UNION ALL SELECT 1 FROM tickets WHERE ticket_id = ?1 LIMIT 1",
-                (key,),
-            )
-            .fetchone()
-        )
-        return row is not None
+    def audit_head(self) -> tuple[int, str]:
+        head = self._c().execute(_SELECT_HEAD).fetchone()
+        return (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
 
-    def mint_fencing_token(self, job: str) -> int:
-        conn = self._c()
-        conn.execute(
-            "INSERT INTO fencing_tokens (job, last_token) VALUES (?, 1) "
-            "ON CONFLICT (job) DO UPDATE SET last_token = last_token + 1",
-            (job,),
+    def fencing_token(self, job: str) -> int:
+        row = self._c().execute(_SELECT_TOKEN, (job,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_fencing_token(self, job: str, token: int) -> None:
+        self._c().execute(
+            "INSERT INTO fencing_tokens (job, last_token) VALUES (?1, ?2) "
+            "ON CONFLICT (job) DO UPDATE SET last_token = ?2",
+            (job, token),
         )
-        row = conn.execute("SELECT last_token FROM fencing_tokens WHERE job = ?", (job,)).fetchone()
-        return int(row[0])
 
     def insert_lease(self, row: LeaseRow) -> None:
         self._c().execute(
@@ -331,11 +330,12 @@ class _SqliteTransaction:
         if cur.rowcount != 1:
             raise StoreError(f"lease {params[0]} is not an ACTIVE lease in the store")
 
-    def insert_ticket(self, row: TicketRow) -> TicketRow:
-        cur = self._c().execute(
-            "INSERT INTO tickets (ticket_id, job, holder, priority, slots, ttl, epoch, "
-            "requested_at, requested_wall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    def insert_ticket(self, row: TicketRow) -> None:
+        self._c().execute(
+            "INSERT INTO tickets (position, ticket_id, job, holder, priority, slots, ttl, "
+            "epoch, requested_at, requested_wall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
+                row.position,
                 id_hex(row.ticket_id),
                 row.job,
                 row.holder,
@@ -347,49 +347,24 @@ class _SqliteTransaction:
                 row.requested_wall,
             ),
         )
-        assert cur.lastrowid is not None
-        return attrs.evolve(row, position=cur.lastrowid)
 
     def delete_ticket(self, ticket_id: int) -> None:
         self._c().execute("DELETE FROM tickets WHERE ticket_id = ?", (id_hex(ticket_id),))
 
-    def active_leases(self) -> list[LeaseRow]:
-        rows = self._c().execute(_SELECT_ACTIVE).fetchall()
-        return [_lease_row(r) for r in rows]
-
-    def tickets(self) -> list[TicketRow]:
-        rows = self._c().execute(_SELECT_TICKETS).fetchall()
-        return [_ticket_row(r) for r in rows]
-
-    def append_audit(
-        self,
-        *,
-        time: float,
-        kind: AuditKind,
-        lease_id: int | None,
-        job: str | None,
-        data: Mapping[str, Any],
-    ) -> AuditRecord:
-        conn = self._c()
-        head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        prev_seq, prev_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
-        record = make_record(
-            prev_seq, prev_hash, time=time, kind=kind, lease_id=lease_id, job=job, data=data
-        )
-        conn.execute(
+    def append_audit(self, record: AuditRecord) -> None:
+        self._c().execute(
             _INSERT_AUDIT,
             (
                 record.seq,
                 record.time,
                 record.kind,
-                None if lease_id is None else id_hex(lease_id),
-                job,
+                None if record.lease_id is None else id_hex(record.lease_id),
+                record.job,
                 _canonical_data(record.data),
                 record.prev_hash,
                 record.hash,
             ),
         )
-        return record
 
 
 class SqliteStore:
@@ -586,6 +561,11 @@ class SqliteStore:
                     raise _store_error(self._path, exc) from exc
                 raise
 
+    def commit(self, change: Change) -> None:
+        """Write ``change`` in one ``BEGIN IMMEDIATE`` transaction (see SchedulerStore)."""
+        with self.transaction() as txn:
+            write_change(txn, change)
+
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
         # The original error is the one worth reporting, not a failed ROLLBACK.
@@ -604,6 +584,23 @@ class SqliteStore:
                 return conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise _store_error(self._path, exc) from exc
+
+    def fencing_token(self, job: str) -> int:
+        """The job's last minted fencing token, 0 if it never had one."""
+        rows = self._query(_SELECT_TOKEN, (job,))
+        return 0 if not rows else int(rows[0][0])
+
+    def id_in_use(self, value: int) -> bool:
+        """True if ``value`` was ever a lease id or a ticket id."""
+        return bool(self._query(_ID_IN_USE, (id_hex(value),)))
+
+    def active_leases(self) -> list[LeaseRow]:
+        """Every ACTIVE lease, oldest grant first."""
+        return [_lease_row(r) for r in self._query(_SELECT_ACTIVE)]
+
+    def tickets(self) -> list[TicketRow]:
+        """Every pending ticket, in (priority descending, position) order."""
+        return [_ticket_row(r) for r in self._query(_SELECT_TICKETS)]
 
     def get_lease(self, lease_id: int) -> LeaseRow | None:
         """The lease row, or None."""
@@ -672,7 +669,7 @@ class SqliteStore:
 
     def audit_head(self) -> tuple[int, str]:
         """(seq, hash) of the last record; (0, GENESIS_HASH) when empty."""
-        rows = self._query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        rows = self._query(_SELECT_HEAD)
         return (0, GENESIS_HASH) if not rows else (int(rows[0][0]), str(rows[0][1]))
 
     def close(self) -> None:

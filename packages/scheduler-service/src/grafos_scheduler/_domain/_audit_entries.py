@@ -1,0 +1,164 @@
+"""What each kind of audit record says: one builder per :class:`AuditKind`.
+
+The payloads are part of the audit chain's format (they are hashed), so each is
+written once, here, and the lease book only calls these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .._domain._audit import AuditEntry, AuditKind
+from .._domain._ids import id_hex
+from .._domain._preemption import NonPreemptibleReason
+from .._domain._rows import LeaseRow, TicketRow
+
+
+def _reason_names(reasons: Iterable[NonPreemptibleReason]) -> list[str]:
+    return sorted(r.value for r in reasons)
+
+
+def started(
+    *, first: bool, capacity: int, max_defer: float, active_leases: int, pending_tickets: int
+) -> AuditEntry:
+    """START on an empty store, RESTART on every later start."""
+    return AuditEntry(
+        AuditKind.START if first else AuditKind.RESTART,
+        None,
+        None,
+        {
+            "capacity": capacity,
+            "max_defer": max_defer,
+            "active_leases": active_leases,
+            "pending_tickets": pending_tickets,
+        },
+    )
+
+
+def queued(ticket: TicketRow) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.QUEUED,
+        None,
+        ticket.job,
+        {
+            "ticket_id": id_hex(ticket.ticket_id),
+            "holder": ticket.holder,
+            "priority": ticket.priority,
+            "slots": ticket.slots,
+            "ttl": ticket.ttl,
+        },
+    )
+
+
+def ticket_cancelled(ticket: TicketRow) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.TICKET_CANCELLED,
+        None,
+        ticket.job,
+        {
+            "ticket_id": id_hex(ticket.ticket_id),
+            "holder": ticket.holder,
+            "priority": ticket.priority,
+            "slots": ticket.slots,
+        },
+    )
+
+
+def granted(row: LeaseRow) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.GRANT,
+        row.lease_id,
+        row.job,
+        {
+            "holder": row.holder,
+            "priority": row.priority,
+            "slots": row.slots,
+            "ttl": row.ttl,
+            "fencing_token": row.fencing_token,
+            "ticket_id": None if row.ticket_id is None else id_hex(row.ticket_id),
+        },
+    )
+
+
+def released(row: LeaseRow) -> AuditEntry:
+    return AuditEntry(AuditKind.RELEASE, row.lease_id, row.job, {})
+
+
+def expired(row: LeaseRow, *, while_down: bool) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.EXPIRE,
+        row.lease_id,
+        row.job,
+        {"expires_wall": row.expires_wall, "while_down": while_down},
+    )
+
+
+def fenced(row: LeaseRow) -> AuditEntry:
+    return AuditEntry(AuditKind.FENCE, row.lease_id, row.job, {"fencing_token": row.fencing_token})
+
+
+def preemption_requested(row: LeaseRow, cause: str) -> AuditEntry:
+    return AuditEntry(AuditKind.PREEMPTION_REQUESTED, row.lease_id, row.job, {"cause": cause})
+
+
+def preemption_deferred(
+    row: LeaseRow,
+    cause: str,
+    reasons: Iterable[NonPreemptibleReason],
+    *,
+    max_defer: float,
+    deadline_wall: float,
+) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.PREEMPTION_DEFERRED,
+        row.lease_id,
+        row.job,
+        {
+            "cause": cause,
+            "reasons": _reason_names(reasons),
+            "max_defer": max_defer,
+            "deadline_wall": deadline_wall,
+        },
+    )
+
+
+def preemption_executed(row: LeaseRow, cause: str) -> AuditEntry:
+    """Carried out at once, with no marker holding the lease."""
+    return AuditEntry(
+        AuditKind.PREEMPTION_EXECUTED, row.lease_id, row.job, {"cause": cause, "reasons": []}
+    )
+
+
+def preemption_due(
+    row: LeaseRow, cause: str, reasons: Iterable[NonPreemptibleReason], *, forced: bool
+) -> AuditEntry:
+    """A deferred preemption carried out: EXECUTED on the last clear, FORCED at its deadline."""
+    return AuditEntry(
+        AuditKind.PREEMPTION_FORCED if forced else AuditKind.PREEMPTION_EXECUTED,
+        row.lease_id,
+        row.job,
+        {
+            "cause": cause,
+            "reasons": _reason_names(reasons),
+            "deadline_wall": row.preempt_deadline_wall,
+        },
+    )
+
+
+def preemption_refused(
+    ticket: TicketRow, *, shortfall: int, eligible: int, free: int, pending: int
+) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.PREEMPTION_REFUSED,
+        None,
+        ticket.job,
+        {
+            "ticket_id": id_hex(ticket.ticket_id),
+            "priority": ticket.priority,
+            "slots": ticket.slots,
+            "shortfall": shortfall,
+            "eligible_slots": eligible,
+            "free_slots": free,
+            "pending_slots": pending,
+        },
+    )

@@ -1,0 +1,351 @@
+"""The LeaseBook: the in-memory book of ACTIVE leases and waiting tickets, and the
+decisions that produce :class:`Change` values.
+
+Pure domain code: no I/O, no clock of its own (callers pass ``now`` and ``wall``).
+A decision method reads the book and returns a Change; the book itself changes only
+in :meth:`LeaseBook.apply`, which the scheduler calls after the store committed that
+Change. So memory can never hold what the store refused.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterable, Iterator
+
+import attrs
+
+from .._domain import _audit_entries as entries
+from .._domain._audit import GENESIS_HASH, AuditEntry, chain
+from .._domain._change import Change
+from .._domain._ids import id_hex
+from .._domain._lease import LeaseState
+from .._domain._preemption import NonPreemptibleReason, PreemptionManager
+from .._domain._rows import LeaseRow, TicketRow
+
+
+class LeaseBook:
+    """ACTIVE leases (by id and job, with an expiry heap), tickets in grant order, the
+    slots in use and the audit head; not thread-safe (the scheduler's lock guards it).
+    """
+
+    def __init__(self, capacity: int, epoch: str, manager: PreemptionManager) -> None:
+        self.capacity = capacity
+        #: The process's epoch: monotonic readings in rows of another epoch are void.
+        self.epoch = epoch
+        self.manager = manager
+        self.active: dict[int, LeaseRow] = {}
+        self.active_by_job: dict[str, int] = {}
+        self.used = 0
+        self._expiry: list[tuple[float, int]] = []
+        self.tickets: dict[int, TicketRow] = {}
+        self._order: list[tuple[int, int, int]] = []  # (-priority, position, id)
+        self.ticket_by_job: dict[str, int] = {}
+        self._next_position = 1
+        # The last refusal audited per ticket, (shortfall, eligible): audited on change.
+        self._refused: dict[int, tuple[int, int]] = {}
+        #: (seq, hash) of the last committed audit record; every Change chains onto it.
+        self.head: tuple[int, str] = (0, GENESIS_HASH)
+
+    # -- reading -----------------------------------------------------------------
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.used
+
+    def ticket_ids(self) -> list[int]:
+        """Waiting tickets, in the order they will be granted."""
+        return [key[2] for key in self._order]
+
+    def head_ticket(self) -> TicketRow | None:
+        return self.tickets[self._order[0][2]] if self._order else None
+
+    def queue_ahead(self, priority: int) -> bool:
+        """True when a waiting ticket of this priority or higher must go first."""
+        return bool(self._order) and -self._order[0][0] >= priority
+
+    def next_expiry(self) -> float | None:
+        return self._expiry[0][0] if self._expiry else None
+
+    def due_expiry(self, now: float) -> LeaseRow | None:
+        """The ACTIVE row whose expiry is due at ``now``, or None.
+
+        Heap entries of leases that ended or were renewed are dropped here; the live
+        entry stays until its expiry is applied, so a failed commit is retried.
+        """
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            expires_at, lease_id = heap[0]
+            row = self.active.get(lease_id)
+            if row is not None and row.expires_at == expires_at:
+                return row
+            heapq.heappop(heap)
+        return None
+
+    # -- memory: changed only by committed Changes --------------------------------
+
+    def apply(self, change: Change) -> None:
+        """Make memory what the store holds after ``change`` committed."""
+        for row in change.inserted_leases:
+            self._add_active(row)
+        for row in change.updated_leases:
+            old = self.active.get(row.lease_id)
+            if row.state is LeaseState.ACTIVE:
+                if old is None:
+                    self._add_active(row)  # restored at a restart
+                else:
+                    self.active[row.lease_id] = row
+                    if row.expires_at != old.expires_at:
+                        heapq.heappush(self._expiry, (row.expires_at, row.lease_id))
+            elif old is not None:
+                self._drop_active(old)
+        for ticket_id in change.deleted_tickets:
+            self._drop_ticket(ticket_id)
+        for ticket in change.inserted_tickets:
+            self.restore_ticket(ticket)
+        head = change.new_head
+        if head is not None:
+            self.head = head
+
+    def restore_ticket(self, row: TicketRow) -> None:
+        """Load a ticket the store already holds (at a restart, or once inserted)."""
+        self.tickets[row.ticket_id] = row
+        self.ticket_by_job[row.job] = row.ticket_id
+        bisect.insort(self._order, (-row.priority, row.position, row.ticket_id))
+        self._next_position = max(self._next_position, row.position + 1)
+
+    def _add_active(self, row: LeaseRow) -> None:
+        self.active[row.lease_id] = row
+        self.active_by_job[row.job] = row.lease_id
+        self.used += row.slots
+        heapq.heappush(self._expiry, (row.expires_at, row.lease_id))
+        self.manager.track(row.lease_id, row.priority, row.slots)
+
+    def _drop_active(self, row: LeaseRow) -> None:
+        del self.active[row.lease_id]
+        del self.active_by_job[row.job]
+        self.used -= row.slots
+        self.manager.untrack(row.lease_id)
+
+    def _drop_ticket(self, ticket_id: int) -> None:
+        row = self.tickets.pop(ticket_id, None)
+        if row is None:
+            return
+        self._order.remove((-row.priority, row.position, ticket_id))
+        del self.ticket_by_job[row.job]
+        self._refused.pop(ticket_id, None)
+
+    # -- decisions: each returns a Change and leaves memory as it is ---------------
+
+    def _change(
+        self,
+        wall: float,
+        audit: Iterable[AuditEntry],
+        *,
+        inserted_leases: tuple[LeaseRow, ...] = (),
+        updated_leases: tuple[LeaseRow, ...] = (),
+        inserted_tickets: tuple[TicketRow, ...] = (),
+        deleted_tickets: tuple[int, ...] = (),
+        fencing_tokens: tuple[tuple[str, int], ...] = (),
+    ) -> Change:
+        return Change(
+            inserted_leases=inserted_leases,
+            updated_leases=updated_leases,
+            inserted_tickets=inserted_tickets,
+            deleted_tickets=deleted_tickets,
+            fencing_tokens=fencing_tokens,
+            audit=chain(self.head, wall, audit),
+        )
+
+    def grant(
+        self,
+        *,
+        lease_id: int,
+        job: str,
+        holder: str,
+        priority: int,
+        slots: int,
+        ttl: float,
+        ticket_id: int | None,
+        last_token: int,
+        now: float,
+        wall: float,
+    ) -> tuple[Change, LeaseRow]:
+        """A new ACTIVE lease with the job's next fencing token (``last_token`` + 1)."""
+        token = last_token + 1
+        row = LeaseRow(
+            lease_id=lease_id,
+            job=job,
+            holder=holder,
+            priority=priority,
+            slots=slots,
+            ttl=ttl,
+            fencing_token=token,
+            state=LeaseState.ACTIVE,
+            epoch=self.epoch,
+            granted_at=now,
+            expires_at=now + ttl,
+            granted_wall=wall,
+            expires_wall=wall + ttl,
+            ticket_id=ticket_id,
+        )
+        change = self._change(
+            wall,
+            [entries.granted(row)],
+            inserted_leases=(row,),
+            deleted_tickets=() if ticket_id is None else (ticket_id,),
+            fencing_tokens=((job, token),),
+        )
+        return change, row
+
+    def queue(
+        self,
+        *,
+        ticket_id: int,
+        job: str,
+        holder: str,
+        priority: int,
+        slots: int,
+        ttl: float,
+        now: float,
+        wall: float,
+    ) -> tuple[Change, TicketRow]:
+        """A waiting ticket, behind every ticket of its priority or higher."""
+        row = TicketRow(
+            ticket_id=ticket_id,
+            job=job,
+            holder=holder,
+            priority=priority,
+            slots=slots,
+            ttl=ttl,
+            epoch=self.epoch,
+            requested_at=now,
+            requested_wall=wall,
+            position=self._next_position,
+        )
+        return self._change(wall, [entries.queued(row)], inserted_tickets=(row,)), row
+
+    def cancel(self, ticket: TicketRow, wall: float) -> Change:
+        return self._change(
+            wall, [entries.ticket_cancelled(ticket)], deleted_tickets=(ticket.ticket_id,)
+        )
+
+    def renew(self, row: LeaseRow, now: float, wall: float) -> Change:
+        """Extend by the TTL; renewals are persisted, not audited."""
+        renewed = attrs.evolve(
+            row, expires_at=now + row.ttl, expires_wall=wall + row.ttl, epoch=self.epoch
+        )
+        return Change(updated_leases=(renewed,))
+
+    def end(
+        self, row: LeaseRow, state: LeaseState, audit: Iterable[AuditEntry], wall: float
+    ) -> Change:
+        """End an ACTIVE lease in ``state``, with the records that explain it."""
+        ended = attrs.evolve(row, state=state, ended_wall=wall)
+        return self._change(wall, audit, updated_leases=(ended,))
+
+    def release(self, row: LeaseRow, wall: float) -> Change:
+        return self.end(row, LeaseState.RELEASED, [entries.released(row)], wall)
+
+    def fence(self, row: LeaseRow, wall: float) -> Change:
+        return self.end(row, LeaseState.FENCED, [entries.fenced(row)], wall)
+
+    def expire(self, row: LeaseRow, wall: float) -> Change:
+        return self.end(row, LeaseState.EXPIRED, [entries.expired(row, while_down=False)], wall)
+
+    def preempt_now(self, row: LeaseRow, cause: str, wall: float) -> Change:
+        """Preempted at once; a request made earlier (pending) was audited already."""
+        audit = [entries.preemption_executed(row, cause)]
+        if row.preempt_cause is None:
+            audit.insert(0, entries.preemption_requested(row, cause))
+        return self.end(row, LeaseState.PREEMPTED, audit, wall)
+
+    def preempt_due(
+        self,
+        row: LeaseRow,
+        cause: str,
+        reasons: Iterable[NonPreemptibleReason],
+        *,
+        forced: bool,
+        wall: float,
+    ) -> Change:
+        """A deferred preemption carried out (last marker cleared, or forced)."""
+        audit = [entries.preemption_due(row, cause, reasons, forced=forced)]
+        return self.end(row, LeaseState.PREEMPTED, audit, wall)
+
+    def defer(
+        self,
+        row: LeaseRow,
+        cause: str,
+        reasons: Iterable[NonPreemptibleReason],
+        *,
+        deadline: float,
+        now: float,
+        wall: float,
+    ) -> Change:
+        """A preemption request that waits for markers, forced at ``deadline``."""
+        deadline_wall = wall + (deadline - now)
+        pending = attrs.evolve(
+            row,
+            preempt_cause=cause,
+            preempt_requested_wall=wall,
+            preempt_deadline_wall=deadline_wall,
+        )
+        audit = [
+            entries.preemption_requested(row, cause),
+            entries.preemption_deferred(
+                row,
+                cause,
+                reasons,
+                max_defer=self.manager.max_defer,
+                deadline_wall=deadline_wall,
+            ),
+        ]
+        return self._change(wall, audit, updated_leases=(pending,))
+
+    def refuse(self, ticket: TicketRow, shortfall: int, wall: float) -> Change | None:
+        """The refusal to record for a ticket, or None when nothing changed since the
+        last one (refusals are audited once per (shortfall, eligible slots))."""
+        eligible = self.manager.eligible_slots(ticket.priority)
+        if self._refused.get(ticket.ticket_id) == (shortfall, eligible):
+            return None
+        entry = entries.preemption_refused(
+            ticket,
+            shortfall=shortfall,
+            eligible=eligible,
+            free=self.free,
+            pending=self.manager.pending_slots(),
+        )
+        return self._change(wall, [entry])
+
+    def note_refused(self, ticket: TicketRow, shortfall: int) -> None:
+        """Remember the refusal just committed, so an unchanged one is not recorded again."""
+        self._refused[ticket.ticket_id] = (shortfall, self.manager.eligible_slots(ticket.priority))
+
+    def forget_refusal(self, ticket_id: int) -> None:
+        self._refused.pop(ticket_id, None)
+
+    def shortfalls(self) -> Iterator[tuple[TicketRow, int]]:
+        """Each waiting ticket whose turn lacks room, with the slots it lacks.
+
+        Tickets are served in queue order, so ticket k needs room for itself and every
+        ticket ahead of it. What is free and what pending preemptions will free count
+        first, so slots already being preempted are never asked for twice. Read the
+        book again after each step: a preemption may free room.
+        """
+        demand = 0
+        for _neg, _pos, ticket_id in list(self._order):
+            ticket = self.tickets.get(ticket_id)
+            if ticket is None:
+                continue
+            demand += ticket.slots
+            shortfall = demand - self.free - self.manager.pending_slots()
+            if shortfall > 0:
+                yield ticket, shortfall
+
+    @staticmethod
+    def preemption_cause(ticket: TicketRow) -> str:
+        return (
+            f"free {ticket.slots} slots for ticket {id_hex(ticket.ticket_id)} "
+            f"(job {ticket.job!r}, priority {ticket.priority})"
+        )

@@ -1,0 +1,55 @@
+"""Leases and tickets as a store holds them: the rows a :class:`Change` writes."""
+
+from __future__ import annotations
+
+import attrs
+
+from .._domain._lease import LeaseState
+
+
+@attrs.frozen
+class LeaseRow:
+    """A lease as stored: monotonic times beside wall-clock ones.
+
+    Monotonic readings mean something only to the process (``epoch``) that took
+    them; another process recomputes them from the wall-clock columns.
+    """
+
+    lease_id: int
+    job: str
+    holder: str
+    priority: int
+    slots: int
+    ttl: float
+    fencing_token: int
+    state: LeaseState
+    epoch: str
+    granted_at: float
+    expires_at: float
+    granted_wall: float
+    expires_wall: float
+    ticket_id: int | None = None
+    ended_wall: float | None = None
+    preempt_cause: str | None = None
+    preempt_requested_wall: float | None = None
+    preempt_deadline_wall: float | None = None
+
+
+@attrs.frozen
+class TicketRow:
+    """A pending acquire as stored; ``position`` orders tickets of equal priority.
+
+    The lease book assigns ``position`` (one more than any pending ticket's), so a
+    store writes it as given.
+    """
+
+    ticket_id: int
+    job: str
+    holder: str
+    priority: int
+    slots: int
+    ttl: float
+    epoch: str
+    requested_at: float
+    requested_wall: float
+    position: int = 0
