@@ -42,7 +42,7 @@ def id_hex(value: int) -> str:
     return f"{value:032x}"
 
 
-def id_from_hex(text: str, what: str = "id") -> int:
+def id_from_hex(text: object, what: str = "id") -> int:
     """Parse the 32-character lowercase hex form back into an id; InvalidRequest if not."""
     if not isinstance(text, str) or not _ID_TEXT.fullmatch(text):
         raise InvalidRequest(f"{what} {text!r} is not a 32-character lowercase hex id")

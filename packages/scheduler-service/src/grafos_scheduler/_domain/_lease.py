@@ -12,6 +12,7 @@ from .._domain._errors import InvalidRequest
 from .._domain._ids import check_id
 from .._domain._limits import check_name, check_priority, check_slots, check_ttl
 
+
 class LeaseState(enum.Enum):
     """Where a lease is in its life: ACTIVE, then exactly one end state, for good."""
 

@@ -18,7 +18,7 @@ from .._wire._models import (
     AcquireResult,
     AuditHeadView,
     AuditPage,
-    AuditVerification,
+    AuditVerificationView,
     LeaseList,
     LeaseView,
     PreemptionDecisionView,
@@ -244,8 +244,8 @@ class SchedulerClient:
     def audit_head(self) -> AuditHeadView:
         return self._call("GET", "/v1/audit/head", AuditHeadView)
 
-    def audit_verify(self) -> AuditVerification:
-        return self._call("GET", "/v1/audit/verify", AuditVerification)
+    def audit_verify(self) -> AuditVerificationView:
+        return self._call("GET", "/v1/audit/verify", AuditVerificationView)
 
     def metrics(self) -> str:
         response = self._http.get("/metrics")

@@ -87,9 +87,7 @@ def plan_restart(
                 expires_at=now + min(row.expires_wall - wall, row.ttl),
             )
         )
-    rebased = tuple(
-        attrs.evolve(t, requested_at=now - (wall - t.requested_wall)) for t in tickets
-    )
+    rebased = tuple(attrs.evolve(t, requested_at=now - (wall - t.requested_wall)) for t in tickets)
     change = Change(updated_leases=tuple(updated), audit=chain(head, wall, audit))
     return Restart(change, rebased, head)
 

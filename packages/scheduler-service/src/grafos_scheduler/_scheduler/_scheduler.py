@@ -371,9 +371,7 @@ class Scheduler:
             self.manager.untrack(due.lease_id)
             return
         _, wall = self._now()
-        change = self._book.preempt_due(
-            row, due.cause, due.reasons, forced=due.forced, wall=wall
-        )
+        change = self._book.preempt_due(row, due.cause, due.reasons, forced=due.forced, wall=wall)
         try:
             self._commit(change)
         except BaseException:

@@ -61,7 +61,7 @@ from .._wire._models import (
     AuditHeadView,
     AuditPage,
     AuditRecordView,
-    AuditVerification,
+    AuditVerificationView,
     ErrorBody,
     FieldError,
     Health,
@@ -836,18 +836,12 @@ def audit_head(request: Request[Any, Any, Any]) -> AuditHeadView:
     responses=_errors(403),
     sync_to_thread=True,
 )
-def audit_verify(request: Request[Any, Any, Any]) -> AuditVerification:
+def audit_verify(request: Request[Any, Any, Any]) -> AuditVerificationView:
     _require_admin(request)
     audit = _ctx(request).scheduler.audit
     result = audit.verify()
     seq, digest = audit.head()
-    verification = AuditVerification(
-        ok=result.ok,
-        first_bad_seq=result.first_bad_seq,
-        reason=result.reason,
-        records=result.records_checked,
-        head=AuditHeadView(seq=seq, hash=digest),
-    )
+    verification = AuditVerificationView.of(result, (seq, digest))
     _event("audit_verified", ok=verification.ok, first_bad_seq=verification.first_bad_seq)
     return verification
 
@@ -894,7 +888,7 @@ _RESPONSE_MODELS: tuple[type[Any], ...] = (
     AuditHeadView,
     AuditPage,
     AuditRecordView,
-    AuditVerification,
+    AuditVerificationView,
     ErrorBody,
     Health,
     LeaseList,

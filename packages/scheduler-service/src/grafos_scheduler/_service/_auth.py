@@ -25,6 +25,7 @@ from pathlib import Path
 import attrs
 
 from .._domain._errors import SchedulerError
+from .._domain._limits import NAME_PATTERN
 
 __all__ = [
     "ADMIN",
@@ -35,7 +36,7 @@ __all__ = [
 
 ADMIN = "admin"
 MIN_TOKEN_LENGTH = 16
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+_NAME_RE = re.compile(NAME_PATTERN)  # the domain's name rule
 
 
 class TokenConfigError(SchedulerError, ValueError):

@@ -190,5 +190,3 @@ class SchedulerStore(Protocol):
     def close(self) -> None:
         """Release the store's resources; further use raises."""
         ...
-
-

@@ -114,7 +114,7 @@ _SELECT_LEASES_IN = _sql("SELECT {lease} FROM leases WHERE state = ? ORDER BY gr
 _SELECT_AUDIT = _sql("SELECT {audit} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
 _COUNT_BY_STATE = "SELECT state, COUNT(*) FROM leases GROUP BY state"
 _SELECT_HEAD = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
-_SELECT_TOKEN = "SELECT last_token FROM fencing_tokens WHERE job = ?"
+_SELECT_COUNTER = "SELECT last_token FROM fencing_tokens WHERE job = ?"
 _ID_IN_USE = (
     "SELECT 1 FROM leases WHERE lease_id = ?1 OR ticket_id = ?1 "
     "UNION ALL SELECT 1 FROM tickets WHERE ticket_id = ?1 LIMIT 1"
@@ -300,7 +300,7 @@ class _SqliteTransaction:
         return (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
 
     def fencing_token(self, job: str) -> int:
-        row = self._c().execute(_SELECT_TOKEN, (job,)).fetchone()
+        row = self._c().execute(_SELECT_COUNTER, (job,)).fetchone()
         return 0 if row is None else int(row[0])
 
     def set_fencing_token(self, job: str, token: int) -> None:
@@ -587,7 +587,7 @@ class SqliteStore:
 
     def fencing_token(self, job: str) -> int:
         """The job's last minted fencing token, 0 if it never had one."""
-        rows = self._query(_SELECT_TOKEN, (job,))
+        rows = self._query(_SELECT_COUNTER, (job,))
         return 0 if not rows else int(rows[0][0])
 
     def id_in_use(self, value: int) -> bool:

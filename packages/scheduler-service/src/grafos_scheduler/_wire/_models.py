@@ -24,13 +24,31 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 import attrs
 from msgspec import Meta
 
+from .._domain._audit import AuditVerification
+from .._domain._errors import InvalidRequest
+from .._domain._ids import ID_PATTERN, id_from_hex, id_hex
+from .._domain._lease import LeaseState
+from .._domain._limits import (
+    CAUSE_PATTERN,
+    MAX_CAUSE_LENGTH,
+    MAX_FENCING_TOKEN,
+    MAX_NAME_LENGTH,
+    MAX_PRIORITY,
+    MAX_SLOTS,
+    MAX_TTL,
+    MIN_PRIORITY,
+    NAME_PATTERN,
+)
+from .._domain._preemption import NonPreemptibleReason, PreemptionOutcome
+
 __all__ = [
+    "ID_PATTERN",
     "AcquireRequest",
     "AcquireResult",
     "AuditHeadView",
     "AuditPage",
     "AuditRecordView",
-    "AuditVerification",
+    "AuditVerificationView",
     "ErrorBody",
     "FieldError",
     "Health",
@@ -50,35 +68,46 @@ __all__ = [
     "parse_id",
 ]
 
-# The patterns are published in the OpenAPI schema, where (ECMA 262) $ means the end of
-# the string. In Python $ also matches before a trailing newline, so the checks here
-# run them with the final $ read as \Z (see _python_pattern): "job\n" is refused.
-ID_PATTERN = "^[0-9a-f]{32}$"
-_ID_RE = re.compile(ID_PATTERN)
-# Job and holder names: printable, no spaces, short enough for a log line.
-NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
-# SQLite stores integers as signed 64-bit; anything wider would fail deep in the store.
-INT64_MAX = 2**63 - 1
-MAX_TTL = 86_400.0  # one day: a longer lease is an operator mistake, not a lease
-MAX_SLOTS = 1_000_000
-MAX_CAUSE = 500
+# The limits are the domain's (_domain/_limits.py, _domain/_ids.py): the wire, the
+# OpenAPI schema and the in-process Scheduler refuse the same values. The patterns
+# are published in the OpenAPI schema, where (ECMA 262) $ means the end of the
+# string; the checks here read a final $ as \Z (see _python_pattern): "job\n" is refused.
+INT64_MAX = MAX_FENCING_TOKEN
+MAX_CAUSE = MAX_CAUSE_LENGTH
 
+# Literal types for the schema; _check_literals() below ties them to the enums.
 LeaseStateName = Literal["active", "released", "expired", "fenced", "preempted"]
 ReasonName = Literal["checkpoint_in_progress", "operator_hold"]
+OutcomeName = Literal["preempted", "deferred", "not_tracked"]
 LeaseIdStr = Annotated[str, Meta(pattern=ID_PATTERN, description="32 lowercase hex digits")]
-JobName = Annotated[str, Meta(pattern=NAME_PATTERN, min_length=1, max_length=128)]
+JobName = Annotated[str, Meta(pattern=NAME_PATTERN, min_length=1, max_length=MAX_NAME_LENGTH)]
+
+
+def _check_literals() -> None:
+    for literal, enum_type in (
+        (LeaseStateName, LeaseState),
+        (ReasonName, NonPreemptibleReason),
+        (OutcomeName, PreemptionOutcome),
+    ):
+        values = {m.value for m in enum_type}
+        if set(get_args(literal)) != values:  # pragma: no cover - caught at import
+            raise AssertionError(f"{literal} does not list the values of {enum_type}")
+
+
+_check_literals()
 
 
 def format_id(value: int) -> str:
     """A 128-bit id as the 32-character lowercase hex string used on the wire."""
-    return f"{value:032x}"
+    return id_hex(value)
 
 
 def parse_id(text: str, field: str) -> int:
     """The 128-bit id in ``text``; :class:`FieldError` naming ``field`` otherwise."""
-    if not _ID_RE.fullmatch(text):
-        raise FieldError(field, f"{text!r} is not a 32-character lowercase hex id")
-    return int(text, 16)
+    try:
+        return id_from_hex(text)
+    except InvalidRequest:
+        raise FieldError(field, f"{text!r} is not a 32-character lowercase hex id") from None
 
 
 class FieldError(ValueError):
@@ -114,7 +143,7 @@ class AcquireRequest:
     slots: Annotated[int, Meta(ge=1, le=MAX_SLOTS)]
     # Any positive ttl, as the issue states; a tiny one is simply expired at once.
     ttl: Annotated[float, Meta(gt=0, le=MAX_TTL, description="seconds")]
-    priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = 0
+    priority: Annotated[int, Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = 0
 
 
 @attrs.frozen
@@ -129,7 +158,7 @@ class RenewRequest:
 class PreemptRequest:
     """An operator's request to preempt a lease, with the cause to record."""
 
-    cause: Annotated[str, Meta(min_length=1, max_length=MAX_CAUSE, pattern=r"\S")] = (
+    cause: Annotated[str, Meta(min_length=1, max_length=MAX_CAUSE, pattern=CAUSE_PATTERN)] = (
         "operator request"
     )
 
@@ -209,7 +238,7 @@ class LeaseList:
 @attrs.frozen
 class PreemptionDecisionView:
     lease_id: LeaseIdStr
-    outcome: Literal["preempted", "deferred", "not_tracked"]
+    outcome: OutcomeName
     cause: str
     reasons: list[ReasonName]
     deadline: str | None = None  # UTC ISO 8601, set when deferred
@@ -241,12 +270,25 @@ class AuditHeadView:
 
 
 @attrs.frozen
-class AuditVerification:
+class AuditVerificationView:
+    """The wire form of the domain's :class:`AuditVerification`."""
+
     ok: bool
     first_bad_seq: int | None
     reason: str
     records: int
     head: AuditHeadView
+
+    @classmethod
+    def of(cls, result: AuditVerification, head: tuple[int, str]) -> AuditVerificationView:
+        """``result`` as sent, with the store's current ``head``."""
+        return cls(
+            ok=result.ok,
+            first_bad_seq=result.first_bad_seq,
+            reason=result.reason,
+            records=result.records_checked,
+            head=AuditHeadView(seq=head[0], hash=head[1]),
+        )
 
 
 @attrs.frozen
