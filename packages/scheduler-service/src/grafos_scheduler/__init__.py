@@ -10,6 +10,7 @@ from ._domain._audit import AuditKind as AuditKind
 from ._domain._audit import AuditLog as AuditLog
 from ._domain._audit import AuditRecord as AuditRecord
 from ._domain._audit import AuditVerification as AuditVerification
+from ._domain._change import Change as Change
 from ._domain._clock import Clock as Clock
 from ._domain._clock import ManualClock as ManualClock
 from ._domain._clock import SystemClock as SystemClock
@@ -19,8 +20,10 @@ from ._domain._errors import InvalidRequest as InvalidRequest
 from ._domain._errors import JobAlreadyLeased as JobAlreadyLeased
 from ._domain._errors import LeaseExpired as LeaseExpired
 from ._domain._errors import LeaseNotActive as LeaseNotActive
+from ._domain._errors import NotLeaseHolder as NotLeaseHolder
 from ._domain._errors import SchedulerError as SchedulerError
 from ._domain._errors import StoreClosed as StoreClosed
+from ._domain._errors import StoreConflict as StoreConflict
 from ._domain._errors import StoreError as StoreError
 from ._domain._errors import StoreSuperseded as StoreSuperseded
 from ._domain._errors import TicketGranted as TicketGranted
@@ -36,6 +39,7 @@ from ._domain._preemption import PendingPreemption as PendingPreemption
 from ._domain._preemption import PreemptionDecision as PreemptionDecision
 from ._domain._preemption import PreemptionManager as PreemptionManager
 from ._domain._preemption import PreemptionOutcome as PreemptionOutcome
+from ._domain._renewal import Renewal as Renewal
 from ._remote._agent import RunOutcome as RunOutcome
 from ._remote._agent import RunResult as RunResult
 from ._remote._agent import WorkerAgent as WorkerAgent
@@ -56,6 +60,7 @@ from ._store._protocol import LeaseRow as LeaseRow
 from ._store._protocol import SchedulerStore as SchedulerStore
 from ._store._protocol import StoreTransaction as StoreTransaction
 from ._store._protocol import TicketRow as TicketRow
+from ._store._protocol import write_change as write_change
 from ._store._sqlite import SqliteStore as SqliteStore
 
 if TYPE_CHECKING:
@@ -89,6 +94,7 @@ __all__ = [
     "AuthenticationFailed",
     "BackgroundServer",
     "CapacityExceeded",
+    "Change",
     "Clock",
     "DuePreemption",
     "FencingTokenMismatch",
@@ -103,6 +109,7 @@ __all__ = [
     "ManualClock",
     "NonPreemptibleReason",
     "NotFound",
+    "NotLeaseHolder",
     "PendingPreemption",
     "PermissionDenied",
     "PreemptionDecision",
@@ -110,6 +117,7 @@ __all__ = [
     "PreemptionManager",
     "PreemptionOutcome",
     "Principal",
+    "Renewal",
     "RequestRejected",
     "RunOutcome",
     "RunResult",
@@ -122,6 +130,7 @@ __all__ = [
     "ServiceUnavailable",
     "SqliteStore",
     "StoreClosed",
+    "StoreConflict",
     "StoreError",
     "StoreSuperseded",
     "StoreTransaction",
@@ -136,4 +145,5 @@ __all__ = [
     "UnknownTicket",
     "WorkerAgent",
     "create_app",
+    "write_change",
 ]

@@ -549,7 +549,8 @@ class SqliteStore:
                 if isinstance(exc, sqlite3.Error):
                     raise _store_error(self._path, exc) from exc
                 if isinstance(exc, StoreError) and exc.path is None:
-                    raise StoreError(f"store {self._path!r}: {exc}", self._path) from exc
+                    # Same class (StoreConflict stays a StoreConflict), now naming the file.
+                    raise type(exc)(f"store {self._path!r}: {exc}", self._path) from exc
                 raise
             txn.open = False
             self._in_transaction = False

@@ -1,0 +1,217 @@
+"""The store's one write: commit(change). It checks the head and the tokens; the
+chain itself is the domain's, so a store with no chain code still verifies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from grafos_scheduler import (
+    AuditRecord,
+    Change,
+    Lease,
+    LeaseRow,
+    LeaseState,
+    ManualClock,
+    PreemptionOutcome,
+    Scheduler,
+    SqliteStore,
+    StoreConflict,
+    Ticket,
+    TicketRow,
+    write_change,
+)
+from grafos_scheduler._domain._audit import GENESIS_HASH
+
+
+class _DictTransaction:
+    """A StoreTransaction over plain dicts: rows and records kept as given."""
+
+    def __init__(self, store: DictStore) -> None:
+        self.leases = dict(store.leases)
+        self.tickets = dict(store.tickets_by_id)
+        self.tokens = dict(store.tokens)
+        self.audit = list(store.audit)
+
+    def audit_head(self) -> tuple[int, str]:
+        return (self.audit[-1].seq, self.audit[-1].hash) if self.audit else (0, GENESIS_HASH)
+
+    def fencing_token(self, job: str) -> int:
+        return self.tokens.get(job, 0)
+
+    def set_fencing_token(self, job: str, token: int) -> None:
+        self.tokens[job] = token
+
+    def insert_lease(self, row: LeaseRow) -> None:
+        assert row.lease_id not in self.leases
+        self.leases[row.lease_id] = row
+
+    def update_lease(self, row: LeaseRow) -> None:
+        assert self.leases[row.lease_id].state is LeaseState.ACTIVE
+        self.leases[row.lease_id] = row
+
+    def insert_ticket(self, row: TicketRow) -> None:
+        self.tickets[row.ticket_id] = row
+
+    def delete_ticket(self, ticket_id: int) -> None:
+        self.tickets.pop(ticket_id, None)
+
+    def append_audit(self, record: AuditRecord) -> None:
+        self.audit.append(record)
+
+
+class DictStore:
+    """A whole SchedulerStore in memory, with no audit chain code of its own."""
+
+    def __init__(self) -> None:
+        self.leases: dict[int, LeaseRow] = {}
+        self.tickets_by_id: dict[int, TicketRow] = {}
+        self.tokens: dict[str, int] = {}
+        self.audit: list[AuditRecord] = []
+        self.commits = 0
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_DictTransaction]:
+        txn = _DictTransaction(self)
+        yield txn  # an exception leaves the store as it was
+        self.leases, self.tickets_by_id = txn.leases, txn.tickets
+        self.tokens, self.audit = txn.tokens, txn.audit
+
+    def commit(self, change: Change) -> None:
+        with self._transaction() as txn:
+            write_change(txn, change)
+        self.commits += 1
+
+    def audit_head(self) -> tuple[int, str]:
+        return (self.audit[-1].seq, self.audit[-1].hash) if self.audit else (0, GENESIS_HASH)
+
+    def fencing_token(self, job: str) -> int:
+        return self.tokens.get(job, 0)
+
+    def id_in_use(self, value: int) -> bool:
+        return value in self.leases or value in self.tickets_by_id
+
+    def active_leases(self) -> list[LeaseRow]:
+        rows = [r for r in self.leases.values() if r.state is LeaseState.ACTIVE]
+        return sorted(rows, key=lambda r: r.granted_wall)
+
+    def tickets(self) -> list[TicketRow]:
+        return sorted(self.tickets_by_id.values(), key=lambda t: (-t.priority, t.position))
+
+    def get_lease(self, lease_id: int) -> LeaseRow | None:
+        return self.leases.get(lease_id)
+
+    def lease_for_ticket(self, ticket_id: int) -> LeaseRow | None:
+        return next((r for r in self.leases.values() if r.ticket_id == ticket_id), None)
+
+    def list_leases(self, state: LeaseState | None = None) -> list[LeaseRow]:
+        rows = [r for r in self.leases.values() if state is None or r.state is state]
+        return sorted(rows, key=lambda r: r.granted_wall)
+
+    def list_leases_page(
+        self,
+        *,
+        state: LeaseState | None = None,
+        holder: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[LeaseRow]:
+        rows = sorted(self.list_leases(state), key=lambda r: (r.granted_wall, r.lease_id))
+        rows = [r for r in rows if holder is None or r.holder == holder]
+        if after is not None:
+            cursor = self.leases.get(after)
+            if cursor is None:
+                return []
+            key = (cursor.granted_wall, cursor.lease_id)
+            rows = [r for r in rows if (r.granted_wall, r.lease_id) > key]
+        return rows[:limit]
+
+    def count_leases_by_state(self) -> dict[LeaseState, int]:
+        counts = dict.fromkeys(LeaseState, 0)
+        for row in self.leases.values():
+            counts[row.state] += 1
+        return counts
+
+    def audit_records(self, after_seq: int = 0, limit: int = 100) -> list[AuditRecord]:
+        return [r for r in self.audit if r.seq > after_seq][:limit]
+
+    def close(self) -> None:
+        pass
+
+
+def _lease(result: Lease | Ticket) -> Lease:
+    assert isinstance(result, Lease)
+    return result
+
+
+def test_a_store_with_no_chain_code_keeps_a_chain_that_verifies() -> None:
+    store, clock = DictStore(), ManualClock()
+    with Scheduler(2, store, clock=clock, autostart=False) as scheduler:
+        low = _lease(scheduler.acquire("low", "w", 0, 2, 10.0))
+        ticket = scheduler.acquire("high", "w", 5, 2, 10.0)  # preempts "low" at once
+        assert isinstance(ticket, Lease)
+        assert scheduler.get(low.lease_id).state is LeaseState.PREEMPTED
+        clock.advance(11.0)
+        scheduler.tick()
+        assert scheduler.audit.verify().ok
+    kinds = [r.kind for r in store.audit]
+    assert kinds[0] == "start"
+    assert "preemption_executed" in kinds
+    assert kinds[-1] == "expire"
+    # A restart on the same store chains on and still verifies.
+    with Scheduler(2, store, clock=clock, autostart=False) as again:
+        decision = again.request_preemption(low.lease_id, "late")
+        assert decision.outcome is PreemptionOutcome.NOT_TRACKED
+        verification = again.audit.verify()
+        assert verification.ok
+        assert verification.records_checked == len(kinds) + 1
+    assert store.audit[-1].kind == "restart"
+
+
+def test_a_change_on_a_stale_head_is_refused_and_writes_nothing(db_path: Path) -> None:
+    clock = ManualClock()
+    with Scheduler(2, SqliteStore(db_path), clock=clock, autostart=False) as scheduler:
+        lease = _lease(scheduler.acquire("a", "w", 0, 1, 10.0))
+        store: Any = scheduler._store
+        head = store.audit_head()
+        row = scheduler._active[lease.lease_id]
+        # The release as it would have been decided before the grant was recorded.
+        stale = scheduler._book.release(row, clock.wall())
+        stale = attrs.evolve(stale, audit=tuple(attrs.evolve(r, seq=1) for r in stale.audit))
+        with pytest.raises(StoreConflict, match="audit head is seq"):
+            store.commit(stale)
+        assert store.audit_head() == head
+        assert store.get_lease(lease.lease_id).state is LeaseState.ACTIVE
+        assert scheduler.audit.verify().ok
+
+
+def test_a_fencing_token_not_above_the_stored_one_is_refused(db_path: Path) -> None:
+    clock = ManualClock()
+    with Scheduler(2, SqliteStore(db_path), clock=clock, autostart=False) as scheduler:
+        first = _lease(scheduler.acquire("a", "w", 0, 1, 10.0))
+        scheduler.release(first.lease_id)
+        store: Any = scheduler._store
+        # A grant computed from a stale counter (0): it would mint token 1 again.
+        change, _row = scheduler._book.grant(
+            lease_id=12345,
+            job="a",
+            holder="w",
+            priority=0,
+            slots=1,
+            ttl=10.0,
+            ticket_id=None,
+            last_token=0,
+            now=clock.monotonic(),
+            wall=clock.wall(),
+        )
+        with pytest.raises(StoreConflict, match="fencing token 1 for job 'a' is not above"):
+            store.commit(change)
+        assert store.get_lease(12345) is None
+        assert store.fencing_token("a") == 1
+        second = _lease(scheduler.acquire("a", "w", 0, 1, 10.0))
+        assert second.fencing_token == 2
