@@ -32,6 +32,7 @@ import attrs
 
 from grafos_pipeline import Checkpoint, Pipeline, StaleFencingToken
 
+from .._domain._preemption import NonPreemptibleReason
 from .._remote._client import (
     LeaseGone,
     NotFound,
@@ -46,7 +47,7 @@ __all__ = ["RunOutcome", "RunResult", "WorkerAgent"]
 
 logger = logging.getLogger("grafos_scheduler.agent")
 
-CHECKPOINT_IN_PROGRESS = "checkpoint_in_progress"
+CHECKPOINT_IN_PROGRESS = NonPreemptibleReason.CHECKPOINT_IN_PROGRESS.value
 
 
 class RunOutcome(enum.Enum):

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .._domain._audit import AuditKind
 from .._domain._lease import LeaseState
 from .._domain._preemption import NonPreemptibleReason
 
@@ -29,10 +30,10 @@ __all__ = ["PREEMPTION_KINDS", "SchedulerMetrics"]
 
 #: Audit kinds counted as preemption outcomes, and the label each one gets.
 PREEMPTION_KINDS = {
-    "preemption_requested": "requested",
-    "preemption_deferred": "deferred",
-    "preemption_executed": "executed",
-    "preemption_forced": "forced",
+    AuditKind.PREEMPTION_REQUESTED.value: "requested",
+    AuditKind.PREEMPTION_DEFERRED.value: "deferred",
+    AuditKind.PREEMPTION_EXECUTED.value: "executed",
+    AuditKind.PREEMPTION_FORCED.value: "forced",
 }
 
 
