@@ -19,8 +19,17 @@ from grafos_scheduler._cli._demo._run import DemoConfig, WorkerSpec, run_demo
 # status and output through capsys without a subprocess per case.
 from grafos_scheduler._cli._main import main as cli_main
 
+# The commit point's domain pieces (core7): the lease book that returns Changes, the
+# audit chain rule and its payload builders, the id and limit rules the wire shares.
+from grafos_scheduler._domain import _audit_entries as audit_entries
+from grafos_scheduler._domain import _limits as limits
+from grafos_scheduler._domain._audit import GENESIS_HASH, AuditEntry, chain, verify_records
+from grafos_scheduler._domain._ids import ID_PATTERN, check_id, id_from_hex, id_hex, new_id
+from grafos_scheduler._domain._lease_book import LeaseBook
+
 # The domain's name rule, checked on its own as well as through Scheduler.acquire.
 from grafos_scheduler._domain._limits import check_name
+from grafos_scheduler._wire import _models as wire_models
 
 # The wire layer's strict body parser and its models: the parser is tested on every model,
 # beyond the bodies that the HTTP routes happen to send it.
@@ -30,6 +39,7 @@ from grafos_scheduler._wire._models import (
     PreemptRequest,
     RenewRequest,
     parse_body,
+    parse_id,
 )
 
 
@@ -38,22 +48,42 @@ def store_of(scheduler: Scheduler) -> Any:
     return scheduler._store
 
 
+def book_of(scheduler: Scheduler) -> Any:
+    """The scheduler's LeaseBook: commit-point tests compare memory before and after."""
+    return scheduler._book
+
+
 def active_row(scheduler: Scheduler, lease_id: int) -> Any:
     """The scheduler's in-memory row of an active lease, as the store would be given it."""
     return scheduler._active[lease_id]
 
 
 __all__ = [
+    "GENESIS_HASH",
+    "ID_PATTERN",
     "AcquireRequest",
+    "AuditEntry",
     "DemoConfig",
     "FieldError",
+    "LeaseBook",
     "PreemptRequest",
     "RenewRequest",
     "WorkerSpec",
     "active_row",
+    "audit_entries",
+    "book_of",
+    "chain",
+    "check_id",
     "check_name",
     "cli_main",
+    "id_from_hex",
+    "id_hex",
+    "limits",
+    "new_id",
     "parse_body",
+    "parse_id",
     "run_demo",
     "store_of",
+    "verify_records",
+    "wire_models",
 ]

@@ -8,10 +8,17 @@ import pytest
 from msgspec import Meta
 
 from grafos_scheduler import InvalidRequest
-from grafos_scheduler._domain import _limits
-from grafos_scheduler._domain._ids import ID_PATTERN, check_id, id_from_hex, id_hex, new_id
-from grafos_scheduler._wire import _models
-from grafos_scheduler._wire._models import FieldError, parse_id
+from support.internals import (
+    ID_PATTERN,
+    FieldError,
+    check_id,
+    id_from_hex,
+    id_hex,
+    new_id,
+    parse_id,
+)
+from support.internals import limits as _limits
+from support.internals import wire_models as _models
 
 
 def test_ids_round_trip_through_their_hex_form() -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import inspect
 
 from grafos_scheduler import AuditKind, Change, LeaseState, ManualClock, PreemptionManager
-from grafos_scheduler._domain import _audit_entries
-from grafos_scheduler._domain._audit import GENESIS_HASH, AuditEntry, chain, verify_records
-from grafos_scheduler._domain._lease_book import LeaseBook
+from support.internals import GENESIS_HASH, AuditEntry, LeaseBook, chain, verify_records
+from support.internals import audit_entries as _audit_entries
 
 
 def _book(capacity: int = 4) -> LeaseBook:

@@ -10,7 +10,6 @@ import pytest
 
 from grafos_scheduler import (
     Change,
-    Lease,
     LeaseState,
     ManualClock,
     NonPreemptibleReason,
@@ -19,20 +18,15 @@ from grafos_scheduler import (
     StoreError,
     Ticket,
 )
-
-from ..conftest import SchedulerFactory
-
-
-def _lease(result: Lease | Ticket) -> Lease:
-    assert isinstance(result, Lease)
-    return result
+from support.internals import book_of, store_of
+from support.scheduling import SchedulerFactory, as_lease
 
 
 class _Commits:
     """Counts the store's commits and fails them while ``failing`` is set."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, scheduler: Scheduler) -> None:
-        store: Any = scheduler._store
+        store: Any = store_of(scheduler)
         self.real = store.commit
         self.count = 0
         self.failing = False
@@ -46,7 +40,7 @@ class _Commits:
 
 
 def _memory(scheduler: Scheduler) -> tuple[object, ...]:
-    book = scheduler._book
+    book = book_of(scheduler)
     return (
         dict(book.active),
         dict(book.active_by_job),
@@ -69,7 +63,7 @@ def test_a_failed_grant_leaves_memory_as_it_was(
     assert _memory(scheduler) == before
     assert len(scheduler.manager) == 0
     commits.failing = False
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     assert lease.fencing_token == 1  # the failed grant minted nothing
     assert scheduler.audit.verify().ok
 
@@ -79,7 +73,7 @@ def test_a_failed_change_leaves_memory_as_it_was(
     make_scheduler: SchedulerFactory, monkeypatch: pytest.MonkeyPatch, operation: str
 ) -> None:
     scheduler = make_scheduler(1)
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     ticket = scheduler.acquire("b", "w", 0, 1, 5.0)
     assert isinstance(ticket, Ticket)
     commits = _Commits(monkeypatch, scheduler)
@@ -103,7 +97,7 @@ def test_a_failed_change_leaves_memory_as_it_was(
 def test_a_failed_deferral_leaves_no_pending_preemption(
     scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     scheduler.manager.mark_non_preemptible(lease.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
     commits = _Commits(monkeypatch, scheduler)
     before = _memory(scheduler)
@@ -120,7 +114,7 @@ def test_a_failed_deferral_leaves_no_pending_preemption(
 def test_get_commits_nothing_and_reports_a_lapsed_lease_expired(
     scheduler: Scheduler, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     commits = _Commits(monkeypatch, scheduler)
     head = scheduler.audit.head()
     assert scheduler.get(lease.lease_id).state is LeaseState.ACTIVE
@@ -143,7 +137,7 @@ def test_the_executor_thread_commits_what_get_reported(
     make_scheduler: SchedulerFactory, clock: ManualClock
 ) -> None:
     scheduler = make_scheduler(1)
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     clock.advance(6.0)
     assert scheduler.get(lease.lease_id).state is LeaseState.EXPIRED
     scheduler.start()

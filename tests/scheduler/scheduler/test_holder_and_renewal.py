@@ -23,17 +23,12 @@ from grafos_scheduler import (
     UnknownLease,
     UnknownTicket,
 )
-
-from ..conftest import SchedulerFactory
-
-
-def _lease(result: Lease | Ticket) -> Lease:
-    assert isinstance(result, Lease)
-    return result
+from support.internals import store_of
+from support.scheduling import SchedulerFactory, as_lease
 
 
 def _commits(monkeypatch: pytest.MonkeyPatch, scheduler: Scheduler) -> list[int]:
-    store: Any = scheduler._store
+    store: Any = store_of(scheduler)
     real = store.commit
     count = [0]
 
@@ -49,7 +44,7 @@ def _commits(monkeypatch: pytest.MonkeyPatch, scheduler: Scheduler) -> list[int]
 def test_another_holders_lease_is_refused_before_any_change(
     scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch, call: str
 ) -> None:
-    lease = _lease(scheduler.acquire("a", "secret-owner", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "secret-owner", 0, 1, 5.0))
     commits = _commits(monkeypatch, scheduler)
     calls: dict[str, Callable[[], object]] = {
         "renew": lambda: scheduler.renew(lease.lease_id, lease.fencing_token, holder="mallory"),
@@ -72,7 +67,7 @@ def test_another_holders_lease_is_refused_before_any_change(
 def test_the_holder_passes_and_an_ended_lease_still_names_the_holder_first(
     scheduler: Scheduler, clock: ManualClock
 ) -> None:
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     assert scheduler.get(lease.lease_id, holder="w") == lease
     clock.advance(1.0)
     renewed = scheduler.renew(lease.lease_id, lease.fencing_token, holder="w")
@@ -92,7 +87,7 @@ def test_another_holders_ticket_is_refused_for_poll_and_cancel(
     make_scheduler: SchedulerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scheduler = make_scheduler(1)
-    first = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    first = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     ticket = scheduler.acquire("b", "owner", 0, 1, 5.0)
     assert isinstance(ticket, Ticket)
     commits = _commits(monkeypatch, scheduler)
@@ -114,13 +109,13 @@ def test_another_holders_ticket_is_refused_for_poll_and_cancel(
 
 
 def test_a_bad_holder_is_invalid_input(scheduler: Scheduler) -> None:
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     with pytest.raises(InvalidRequest, match="holder 'a b'"):
         scheduler.get(lease.lease_id, holder="a b")
 
 
 def test_renew_lease_returns_the_lease_and_its_pending_preemption(scheduler: Scheduler) -> None:
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     renewal = scheduler.renew_lease(lease.lease_id, lease.fencing_token, holder="w")
     assert isinstance(renewal, Renewal)
     assert renewal.lease.state is LeaseState.ACTIVE

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from grafos_scheduler import InvalidRequest, Lease, Scheduler
-from grafos_scheduler._wire._models import AcquireRequest, FieldError, PreemptRequest, parse_body
+from support.internals import AcquireRequest, FieldError, PreemptRequest, parse_body
 
 _OK = {"job": "j", "slots": 1, "ttl": 5.0, "priority": 0}
 

@@ -22,11 +22,11 @@ from grafos_scheduler import (
     Scheduler,
     SqliteStore,
     StoreConflict,
-    Ticket,
     TicketRow,
     write_change,
 )
-from grafos_scheduler._domain._audit import GENESIS_HASH
+from support.internals import GENESIS_HASH, active_row, book_of, store_of
+from support.scheduling import as_lease
 
 
 class _DictTransaction:
@@ -144,15 +144,10 @@ class DictStore:
         pass
 
 
-def _lease(result: Lease | Ticket) -> Lease:
-    assert isinstance(result, Lease)
-    return result
-
-
 def test_a_store_with_no_chain_code_keeps_a_chain_that_verifies() -> None:
     store, clock = DictStore(), ManualClock()
     with Scheduler(2, store, clock=clock, autostart=False) as scheduler:
-        low = _lease(scheduler.acquire("low", "w", 0, 2, 10.0))
+        low = as_lease(scheduler.acquire("low", "w", 0, 2, 10.0))
         ticket = scheduler.acquire("high", "w", 5, 2, 10.0)  # preempts "low" at once
         assert isinstance(ticket, Lease)
         assert scheduler.get(low.lease_id).state is LeaseState.PREEMPTED
@@ -176,12 +171,12 @@ def test_a_store_with_no_chain_code_keeps_a_chain_that_verifies() -> None:
 def test_a_change_on_a_stale_head_is_refused_and_writes_nothing(db_path: Path) -> None:
     clock = ManualClock()
     with Scheduler(2, SqliteStore(db_path), clock=clock, autostart=False) as scheduler:
-        lease = _lease(scheduler.acquire("a", "w", 0, 1, 10.0))
-        store: Any = scheduler._store
+        lease = as_lease(scheduler.acquire("a", "w", 0, 1, 10.0))
+        store: Any = store_of(scheduler)
         head = store.audit_head()
-        row = scheduler._active[lease.lease_id]
+        row = active_row(scheduler, lease.lease_id)
         # The release as it would have been decided before the grant was recorded.
-        stale = scheduler._book.release(row, clock.wall())
+        stale = book_of(scheduler).release(row, clock.wall())
         stale = attrs.evolve(stale, audit=tuple(attrs.evolve(r, seq=1) for r in stale.audit))
         with pytest.raises(StoreConflict, match="audit head is seq"):
             store.commit(stale)
@@ -193,11 +188,11 @@ def test_a_change_on_a_stale_head_is_refused_and_writes_nothing(db_path: Path) -
 def test_a_fencing_token_not_above_the_stored_one_is_refused(db_path: Path) -> None:
     clock = ManualClock()
     with Scheduler(2, SqliteStore(db_path), clock=clock, autostart=False) as scheduler:
-        first = _lease(scheduler.acquire("a", "w", 0, 1, 10.0))
+        first = as_lease(scheduler.acquire("a", "w", 0, 1, 10.0))
         scheduler.release(first.lease_id)
-        store: Any = scheduler._store
+        store: Any = store_of(scheduler)
         # A grant computed from a stale counter (0): it would mint token 1 again.
-        change, _row = scheduler._book.grant(
+        change, _row = book_of(scheduler).grant(
             lease_id=12345,
             job="a",
             holder="w",
@@ -213,5 +208,5 @@ def test_a_fencing_token_not_above_the_stored_one_is_refused(db_path: Path) -> N
             store.commit(change)
         assert store.get_lease(12345) is None
         assert store.fencing_token("a") == 1
-        second = _lease(scheduler.acquire("a", "w", 0, 1, 10.0))
+        second = as_lease(scheduler.acquire("a", "w", 0, 1, 10.0))
         assert second.fencing_token == 2
