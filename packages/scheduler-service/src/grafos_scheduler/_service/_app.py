@@ -53,6 +53,7 @@ from .._domain._lease import Lease, LeaseState, Ticket
 from .._domain._preemption import NonPreemptibleReason
 from .._scheduler._scheduler import MAX_LEASE_PAGE, Scheduler
 from .._service._auth import Principal, TokenConfig
+from .._service._dashboard import DASHBOARD_PATHS, dashboard_routes
 from .._service._metrics import SchedulerMetrics
 from .._wire._models import (
     ID_PATTERN,
@@ -84,7 +85,7 @@ __all__ = ["BackgroundServer", "create_app"]
 
 logger = logging.getLogger("grafos_scheduler.http")
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", *DASHBOARD_PATHS})
 _STATE_KEY = "grafos"
 
 
@@ -994,6 +995,7 @@ def create_app(
             audit_verify,
             healthz,
             metrics_endpoint,
+            *dashboard_routes(scheduler),
         ],
         state=State({_STATE_KEY: context}),
         on_startup=[audit_logger.start],
