@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from importlib import resources
 
 import grafos_pipeline
 import grafos_scheduler
@@ -15,4 +16,10 @@ for module in (grafos_pipeline, grafos_scheduler):
     if missing:
         print(f"{module.__name__}.__all__ names missing attributes: {missing}")
         sys.exit(1)
+# The dashboard at /ui is served from package data: it must be inside the wheel.
+ui = resources.files("grafos_scheduler._service").joinpath("_ui")
+absent = [name for name in ("index.html", "app.js", "app.css") if not ui.joinpath(name).is_file()]
+if absent:
+    print(f"the scheduler wheel lacks the dashboard assets {absent}")
+    sys.exit(1)
 print(f"scheduler wheel with core: ok ({len(grafos_scheduler.__all__)} scheduler names)")

@@ -23,7 +23,9 @@ from grafos_scheduler._service._auth import TokenConfig
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page, Playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium. The variable exists so that a test can point it at nothing and see
+# the browser tests fail under CI=true.
+CHROMIUM = Path(os.environ.get("GRAFOS_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -78,9 +78,11 @@ class CapacityView:
 
 
 def _asset(name: str) -> bytes:
-    return resources.files(__package__ or "grafos_scheduler._service").joinpath(
-        "_ui", name
-    ).read_bytes()
+    return (
+        resources.files(__package__ or "grafos_scheduler._service")
+        .joinpath("_ui", name)
+        .read_bytes()
+    )
 
 
 def _principal(request: Request[Any, Any, Any]) -> Principal:
