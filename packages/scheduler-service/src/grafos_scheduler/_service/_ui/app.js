@@ -217,7 +217,7 @@
     ended: [], // views of leases seen ending, newest first
     workLost: new Map(), // job -> {records, seconds, leases}
     workLostSeen: false,
-    audit: { loaded: false, lastSeq: 0, records: [], verifiedAt: 0, verifiedSeq: -1 },
+    audit: { loaded: false, lastSeq: 0, records: [], verifiedAt: 0, verifiedSeq: -1, verifyMs: 0 },
     missing: new Map(), // route -> time it last answered 404/405
     lastRefresh: 0,
   };
@@ -296,7 +296,7 @@
     state.ended = [];
     state.workLost = new Map();
     state.workLostSeen = false;
-    state.audit = { loaded: false, lastSeq: 0, records: [], verifiedAt: 0, verifiedSeq: -1 };
+    state.audit = { loaded: false, lastSeq: 0, records: [], verifiedAt: 0, verifiedSeq: -1, verifyMs: 0 };
     state.missing = new Map();
     for (const id of ["capacity", "preemptions", "leases", "ended", "tickets", "work-lost",
       "rates-chart", "rates-summary", "rates-table", "audit-tail", "audit-verify", "outcome-log"]) {
@@ -667,7 +667,9 @@
     const headText = `${head.seq}:${head.hash}`;
     const input = $("audit-head");
     if (input.value !== headText) input.value = headText;
-    if (head.seq !== audit.verifiedSeq && Date.now() - audit.verifiedAt >= VERIFY_EVERY_MS) {
+    // A long chain takes long to verify: wait at least 20 times what the last one took.
+    const gap = Math.max(VERIFY_EVERY_MS, 20 * audit.verifyMs);
+    if (head.seq !== audit.verifiedSeq && Date.now() - audit.verifiedAt >= gap) {
       await verifyAudit();
     }
     renderAuditTail();
@@ -677,8 +679,10 @@
 
   async function verifyAudit() {
     const audit = state.audit;
+    const started = Date.now();
     const result = await api.call("GET", "/v1/audit/verify");
     audit.verifiedAt = Date.now();
+    audit.verifyMs = audit.verifiedAt - started;
     audit.verifiedSeq = result.head.seq;
     const when = new Date().toLocaleTimeString();
     replace($("audit-verify"), result.ok
