@@ -78,11 +78,23 @@ def test_admin_sees_a_lease_appear_when_a_worker_acquires(
     )
     shots("lease-appeared")
 
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy head").click()
+    page.locator("#outcome", has_text="Copied the audit head").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == head
+
     # The token stays in this tab's sessionStorage and the Authorization header only.
     assert page.evaluate("sessionStorage.getItem('grafos.dashboard.token')") == ADMIN_TOKEN
     assert not any(ADMIN_TOKEN in url for url in requested)
     assert not any(ADMIN_TOKEN in text for text in console)
     assert ADMIN_TOKEN not in page.url
+    # A reload keeps the session (same tab); signing out forgets the token.
+    page.reload()
+    page.locator(lease_row(page, granted.lease.lease_id)).wait_for()
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("alert").filter(has_text="Signed out.").wait_for()
+    assert page.evaluate("sessionStorage.getItem('grafos.dashboard.token')") is None
+    assert page.locator("#dashboard").is_hidden()
 
 
 def admin_head(server: BackgroundServer) -> str:

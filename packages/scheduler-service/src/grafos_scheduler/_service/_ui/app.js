@@ -14,6 +14,9 @@
   const AUDIT_TAIL = 25;
   const AUDIT_BACKLOG = 20000; // records read at sign-in for the hour's chart
   const ENDED_KEPT = 20;
+  // The watch covers the caller's own leases; capacity, audit and others' leases still
+  // change without an event, so a watch never waits longer than this.
+  const WATCH_TIMEOUT_S = 0.5;
   const HOUR_MS = 3600 * 1000;
 
   const $ = (id) => document.getElementById(id);
@@ -168,7 +171,7 @@
   // A feed tells the refresher when to look again: wait() resolves when something may
   // have changed. PollFeed waits a fixed interval. WatchFeed long-polls GET /v1/watch
   // (a route planned for the grace issue) and resolves on its first event or at its
-  // 1 s timeout, so the views stay within 1 s either way. The refresher does not care
+  // 0.5 s timeout, so the views stay within 1 s either way. The refresher does not care
   // which one it has.
 
   class PollFeed {
@@ -177,8 +180,10 @@
       this.name = `polling every ${ms} ms`;
     }
 
-    wait() {
-      return new Promise((resolve) => setTimeout(resolve, this.ms));
+    // A fixed cadence: the time the last refresh took counts toward the interval.
+    wait(refreshStarted) {
+      const left = this.ms - (performance.now() - refreshStarted);
+      return new Promise((resolve) => setTimeout(resolve, Math.max(50, left)));
     }
   }
 
@@ -189,8 +194,8 @@
     }
 
     async wait() {
-      const query = this.cursor ? `cursor=${encodeURIComponent(this.cursor)}&timeout=1`
-        : "timeout=1";
+      const timeout = `timeout=${WATCH_TIMEOUT_S}`;
+      const query = this.cursor ? `cursor=${encodeURIComponent(this.cursor)}&${timeout}` : timeout;
       const answer = await api.call("GET", `/v1/watch?${query}`);
       if (answer && answer.cursor) this.cursor = answer.cursor;
     }
@@ -217,7 +222,7 @@
     ended: [], // views of leases seen ending, newest first
     workLost: new Map(), // job -> {records, seconds, leases}
     workLostSeen: false,
-    audit: { loaded: false, lastSeq: 0, records: [], verifiedAt: 0, verifiedSeq: -1, verifyMs: 0 },
+    audit: { loaded: false, lastSeq: 0, records: [], verifiedAt: 0, verifiedSeq: -1, verifyMs: 0, verifying: false },
     missing: new Map(), // route -> time it last answered 404/405
     lastRefresh: 0,
   };
@@ -296,7 +301,7 @@
     state.ended = [];
     state.workLost = new Map();
     state.workLostSeen = false;
-    state.audit = { loaded: false, lastSeq: 0, records: [], verifiedAt: 0, verifiedSeq: -1, verifyMs: 0 };
+    state.audit = { loaded: false, lastSeq: 0, records: [], verifiedAt: 0, verifiedSeq: -1, verifyMs: 0, verifying: false };
     state.missing = new Map();
     for (const id of ["capacity", "preemptions", "leases", "ended", "tickets", "work-lost",
       "rates-chart", "rates-summary", "rates-table", "audit-tail", "audit-verify", "outcome-log"]) {
@@ -313,10 +318,11 @@
     state.running = true;
     state.feed = await chooseFeed();
     while (state.running && generation === state.generation) {
+      const started = performance.now();
       await refresh(generation);
       if (!state.running || generation !== state.generation) return;
       try {
-        await state.feed.wait();
+        await state.feed.wait(started);
       } catch (_) {
         state.feed = new PollFeed(POLL_MS); // the watch failed: poll from now on
       }
@@ -324,6 +330,7 @@
   }
 
   async function refresh(generation) {
+    const started = performance.now();
     const jobs = [refreshLeases(), refreshTickets()];
     if (state.me.admin) jobs.push(refreshCapacity(), refreshAudit());
     const results = await Promise.allSettled(jobs);
@@ -337,7 +344,7 @@
     state.lastRefresh = Date.now();
     $("freshness").textContent = failed
       ? `Update failed: ${describe(failed.reason)}`
-      : `Updated ${new Date().toLocaleTimeString()} (${state.feed.name})`;
+      : `Updated ${new Date().toLocaleTimeString()} in ${Math.round(performance.now() - started)} ms (${state.feed.name})`;
     if (!state.me.admin) renderWorkerCapacity();
     renderWorkLost();
   }
@@ -559,11 +566,31 @@
   const TICKET_FIELDS = new Set(["ticket_id", "job", "holder", "priority", "slots", "ttl",
     "requested_at", "status"]);
 
+  // Whatever the server says about why a ticket waits, as text: ids shortened, times
+  // in seconds, nested lists and objects flattened.
+  function whyValue(key, value) {
+    if (value === null || value === undefined) return "";
+    if (Array.isArray(value)) return value.length ? value.map((v) => whyValue(key, v)).join(", ") : "none";
+    if (typeof value === "object") {
+      return Object.entries(value).filter(([, v]) => v !== null && v !== undefined)
+        .map(([k, v]) => whyPart(k, v)).join(" ");
+    }
+    if (typeof value === "number" && key.endsWith("_in")) return seconds(value);
+    if (typeof value === "string" && /^[0-9a-f]{32}$/.test(value)) return shortId(value);
+    return String(value);
+  }
+
+  function whyPart(key, value) {
+    const text = whyValue(key, value);
+    if (key === "why" || key === "waiting" || key === "reason") return text;
+    return `${key.replaceAll("_", " ")} ${typeof value === "object" && value !== null ? `(${text})` : text}`;
+  }
+
   function whyText(ticket) {
     const parts = [];
     for (const [key, value] of Object.entries(ticket)) {
       if (TICKET_FIELDS.has(key) || value === null || value === undefined) continue;
-      parts.push(`${key.replaceAll("_", " ")}: ${typeof value === "object" ? JSON.stringify(value) : value}`);
+      parts.push(whyPart(key, value));
     }
     return parts.join("; ");
   }
@@ -669,8 +696,13 @@
     if (input.value !== headText) input.value = headText;
     // A long chain takes long to verify: wait at least 20 times what the last one took.
     const gap = Math.max(VERIFY_EVERY_MS, 20 * audit.verifyMs);
-    if (head.seq !== audit.verifiedSeq && Date.now() - audit.verifiedAt >= gap) {
-      await verifyAudit();
+    if (!audit.verifying && head.seq !== audit.verifiedSeq && Date.now() - audit.verifiedAt >= gap) {
+      // Off the refresh's path: a slow verification must not hold up the other views.
+      audit.verifying = true;
+      verifyAudit()
+        .catch((err) => replace($("audit-verify"), h("span", { class: "bad",
+          text: `Verification could not run: ${describe(err)}` })))
+        .finally(() => { audit.verifying = false; });
     }
     renderAuditTail();
     renderRates();
