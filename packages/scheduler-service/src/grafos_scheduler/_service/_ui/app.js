@@ -732,11 +732,11 @@
     }
     const rows = tail.map((r) => h("tr", { "data-seq": r.seq, "data-kind": r.kind },
       h("td", { class: "num", text: r.seq }),
-      h("td", { text: new Date(r.time).toLocaleTimeString() }),
+      h("td", { class: "time", text: new Date(r.time).toLocaleTimeString() }),
       h("td", { text: r.kind }),
       h("td", { text: r.job ?? "" }),
       r.lease_id ? idCell(r.lease_id) : h("td", {}),
-      h("td", {}, h("code", { text: JSON.stringify(r.data) }))));
+      h("td", { class: "data" }, h("code", { text: JSON.stringify(r.data) }))));
     replace($("audit-tail"), table(`The newest ${tail.length} records, newest first`,
       [["Seq", "num"], "Time", "Kind", "Job", "Lease", "Data"], rows, { id: "audit-table" }));
   }
@@ -776,14 +776,14 @@
     const totalG = grants.reduce((a, b) => a + b, 0);
     const totalP = preemptions.reduce((a, b) => a + b, 0);
     const peak = Math.max(1, ...grants, ...preemptions);
-    const minuteLabel = (i) => new Date(now - (59 - i) * 60000).toLocaleTimeString([], {
-      hour: "2-digit", minute: "2-digit" });
+    // Bucket i is the minute that ends (59 - i) minutes before now.
+    const minuteLabel = (i) => new Date(now - (59 - i) * 60000).toLocaleTimeString();
     const peakG = grants.indexOf(Math.max(...grants));
     const peakP = preemptions.indexOf(Math.max(...preemptions));
     const summary = `In the last hour: ${totalG} grant${totalG === 1 ? "" : "s"} and ` +
       `${totalP} preemption${totalP === 1 ? "" : "s"}` +
-      (totalG ? `; at most ${plural(grants[peakG], "grant")} a minute (${minuteLabel(peakG)})` : "") +
-      (totalP ? `; at most ${plural(preemptions[peakP], "preemption")} a minute (${minuteLabel(peakP)})` : "") +
+      (totalG ? `; at most ${plural(grants[peakG], "grant")} a minute (the minute to ${minuteLabel(peakG)})` : "") +
+      (totalP ? `; at most ${plural(preemptions[peakP], "preemption")} a minute (the minute to ${minuteLabel(peakP)})` : "") +
       ". Green bars: grants; red bars: preemptions carried out or forced.";
 
     const W = 760, H = 180, left = 36, bottom = 24, top = 10;
@@ -824,7 +824,7 @@
     }
     replace($("rates-table"), rows.length
       ? table("Minutes with any grant or preemption, newest first",
-        ["Minute", ["Grants", "num"], ["Preemptions", "num"]], rows)
+        ["Minute ending", ["Grants", "num"], ["Preemptions", "num"]], rows)
       : h("p", { class: "muted", text: "No grant or preemption in the last hour." }));
   }
 
