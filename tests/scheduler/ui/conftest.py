@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from grafos_scheduler import Scheduler, SqliteStore
-from grafos_scheduler._remote._client import SchedulerClient
-from grafos_scheduler._service._app import BackgroundServer, create_app
-from grafos_scheduler._service._auth import TokenConfig
+from grafos_scheduler import (
+    BackgroundServer,
+    Scheduler,
+    SchedulerClient,
+    SqliteStore,
+    TokenConfig,
+    create_app,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page, Playwright
@@ -83,7 +87,7 @@ def browser(playwright: Playwright, tmp_path: Path) -> Iterator[BrowserContext]:
 @pytest.fixture
 def page(browser: BrowserContext) -> Page:
     page = browser.pages[0] if browser.pages else browser.new_page()
-    page.set_default_timeout(5000)
+    page.set_default_timeout(10_000)  # a loaded CI machine; latency is asserted apart
     return page
 
 

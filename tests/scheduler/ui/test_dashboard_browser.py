@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from grafos_scheduler._remote._client import SchedulerClient
-from grafos_scheduler._service._app import BackgroundServer
+from grafos_scheduler import BackgroundServer, SchedulerClient
 
 from .conftest import ADMIN_TOKEN, WORKER_TOKENS, Shots
 

@@ -10,9 +10,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from grafos_scheduler import Scheduler
-from grafos_scheduler._service._app import create_app
-from grafos_scheduler._service._auth import TokenConfig
+from grafos_scheduler import Scheduler, TokenConfig, create_app
 
 from .conftest import ADMIN_TOKEN, WORKER_TOKENS
 
