@@ -64,14 +64,14 @@ from ._store._protocol import write_change as write_change
 from ._store._sqlite import SqliteStore as SqliteStore
 
 if TYPE_CHECKING:
-    from ._service._app import BackgroundServer as BackgroundServer
     from ._service._app import create_app as create_app
     from ._service._metrics import SchedulerMetrics as SchedulerMetrics
+    from ._service._server import BackgroundServer as BackgroundServer
 
 # The HTTP server and metrics pull in Litestar, uvicorn and prometheus-client;
 # workers that only need SchedulerClient should not pay for importing them.
 _LAZY = {
-    "BackgroundServer": "._service._app",
+    "BackgroundServer": "._service._server",
     "create_app": "._service._app",
     "SchedulerMetrics": "._service._metrics",
 }

@@ -360,8 +360,9 @@ def run_demo(config: DemoConfig) -> bool:
     from grafos_pipeline import DirectoryCheckpointStore
 
     from ..._scheduler._scheduler import Scheduler
-    from ..._service._app import BackgroundServer, create_app
+    from ..._service._app import create_app
     from ..._service._auth import TokenConfig
+    from ..._service._server import BackgroundServer
     from ..._store._sqlite import SqliteStore
 
     out = config.out or sys.stdout

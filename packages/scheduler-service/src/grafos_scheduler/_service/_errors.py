@@ -1,0 +1,166 @@
+"""Every error as one :class:`ErrorBody`: the map from exception to status and code.
+
+An unexpected exception is logged here with its traceback and reaches the client as a
+plain 500 body, never as a traceback. The same statuses are documented per route in the
+OpenAPI schema (:func:`error_responses`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Request, Response
+from litestar.enums import MediaType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
+
+from .._domain._errors import (
+    CapacityExceeded,
+    FencingTokenMismatch,
+    InvalidRequest,
+    JobAlreadyLeased,
+    LeaseExpired,
+    LeaseNotActive,
+    SchedulerError,
+    StoreError,
+    TicketGranted,
+    UnknownLease,
+    UnknownTicket,
+)
+from .._wire._models import ErrorBody, FieldError, escape
+from ._body import UnsupportedMediaType
+from ._events import logger
+from ._policy import Forbidden, JobConflict
+
+__all__ = ["error_responses", "handle_exception"]
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> Response[Any]:
+    headers = {"WWW-Authenticate": 'Bearer realm="grafos-scheduler"'} if status == 401 else None
+    # Request text echoed back (a field name, a value) may hold a lone surrogate, which
+    # cannot be encoded: escape it, so an error body always encodes.
+    return Response(
+        ErrorBody(
+            status=status,
+            error=code,
+            message=escape(message),
+            field=None if field is None else escape(field),
+        ),
+        status_code=status,
+        headers=headers,
+        media_type=MediaType.JSON,
+    )
+
+
+_DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+    (UnknownLease, 404, "unknown_lease"),
+    (UnknownTicket, 404, "unknown_ticket"),
+    (LeaseExpired, 410, "lease_expired"),
+    (LeaseNotActive, 410, "lease_not_active"),
+    (FencingTokenMismatch, 409, "stale_fencing_token"),
+    (JobAlreadyLeased, 409, "job_already_leased"),
+    (TicketGranted, 409, "ticket_granted"),
+    (CapacityExceeded, 400, "capacity_exceeded"),
+    (InvalidRequest, 400, "invalid_request"),
+)
+# Python names of parameters whose wire name differs.
+_PARAMETER_NAMES = {"state_filter": "state"}
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The app's one exception handler."""
+    if isinstance(exc, FieldError):
+        return _error(400, "invalid_request", exc.message, exc.field)
+    if isinstance(exc, Forbidden):
+        return _error(403, "forbidden", str(exc))
+    if isinstance(exc, UnsupportedMediaType):
+        return _error(415, "unsupported_media_type", str(exc))
+    if isinstance(exc, JobConflict):
+        return _error(409, "job_already_leased", str(exc))
+    if isinstance(exc, CapacityExceeded):
+        return _error(400, "capacity_exceeded", str(exc), "slots")
+    for kind, status, code in _DOMAIN_ERRORS:
+        if isinstance(exc, kind):
+            return _error(status, code, str(exc))
+    if isinstance(exc, ValidationException):
+        field = None
+        if isinstance(exc.extra, list) and exc.extra and isinstance(exc.extra[0], dict):
+            key = str(exc.extra[0].get("key") or "")
+            field = _PARAMETER_NAMES.get(key, key) or None
+            detail = exc.extra[0].get("message")
+            message = f"{field}: {detail}" if field and detail else exc.detail
+            if field and key != field:
+                message = message.replace(key, field)
+            return _error(400, "invalid_request", message, field)
+        return _error(400, "invalid_request", exc.detail, field)
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        code = _HTTP_CODES.get(exc.status_code, "client_error")
+        message = exc.detail
+        if exc.status_code in (404, 405):
+            message = f"{request.method} {request.url.path}: {exc.detail}"
+        return _error(exc.status_code, code, message)
+    if isinstance(exc, StoreError):
+        # The database failed (disk, lock timeout): not the client's fault, and worth
+        # a retry. The path and the driver's words stay in the server log.
+        reference = uuid.uuid4().hex[:12]
+        logger.error(
+            "store error %s on %s %s",
+            reference,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+            extra={"event": "store_error", "reference": reference},
+        )
+        return _error(
+            503,
+            "store_unavailable",
+            f"the scheduler's store failed; retry later (server log reference {reference})",
+        )
+    if isinstance(exc, SchedulerError):
+        # A domain refusal without a mapping of its own is still the client's request.
+        return _error(409, "conflict", str(exc))
+    reference = uuid.uuid4().hex[:12]
+    logger.error(
+        "unexpected error %s on %s %s",
+        reference,
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"event": "internal_error", "reference": reference},
+    )
+    return _error(
+        500, "internal_error", f"internal error; the server log has reference {reference}"
+    )
+
+
+_ERROR_RESPONSES = {
+    code: ResponseSpec(ErrorBody, description=desc)
+    for code, desc in {
+        400: "Bad request: unknown field, wrong type or value out of range",
+        401: "Missing or invalid bearer token",
+        403: "The principal may not act on this resource",
+        404: "Unknown lease or ticket",
+        409: "Stale fencing token, the job already holds a lease or a ticket, "
+        "or the ticket was granted already",
+        410: "The lease expired or ended",
+        415: "The body is not declared as application/json",
+        503: "The scheduler's store failed (disk, lock timeout); retry later",
+    }.items()
+}
+
+
+def error_responses(*codes: int, common: bool = True) -> dict[int, ResponseSpec]:
+    """The error answers a route documents: ``codes``, and unless ``common`` is False
+    the ones every authenticated route can give (400, 401, 415, 503)."""
+    every = (400, 401, *codes, 415, 503) if common else codes
+    return {c: _ERROR_RESPONSES[c] for c in every}

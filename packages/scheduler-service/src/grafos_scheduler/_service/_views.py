@@ -1,0 +1,165 @@
+"""Domain objects as wire views: ids in hex, monotonic times as "in" seconds and UTC.
+
+The scheduler's times are monotonic and mean nothing to a client. Every view is built
+from one :class:`Now`, a single reading of the scheduler's two clocks, so the times
+of one answer agree with each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from .._domain._audit import AuditRecord
+from .._domain._clock import Clock
+from .._domain._lease import Lease, Ticket
+from .._domain._preemption import NonPreemptibleReason, PendingPreemption, PreemptionDecision
+from .._wire._models import (
+    AcquireResult,
+    AuditRecordView,
+    LeaseView,
+    PendingPreemptionView,
+    PreemptionDecisionView,
+    RenewResult,
+    TicketView,
+    format_id,
+)
+
+__all__ = [
+    "Now",
+    "acquire_result",
+    "audit_record_view",
+    "lease_view",
+    "preemption_decision_view",
+    "renew_result",
+    "ticket_view",
+]
+
+
+@attrs.frozen
+class Now:
+    """One reading of the scheduler's clocks, to turn its monotonic times into answers.
+
+    Answers carry a time as seconds from now (exact) and as a UTC ISO 8601 time (for
+    people).
+    """
+
+    monotonic: float
+    wall: float
+
+    @classmethod
+    def read(cls, clock: Clock) -> Now:
+        return cls(clock.monotonic(), clock.wall())
+
+    def iso(self, at: float) -> str:
+        wall = self.wall + (at - self.monotonic)
+        return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+
+    def until(self, at: float) -> float:
+        return round(max(0.0, at - self.monotonic), 6)
+
+    def iso_or_none(self, at: float | None) -> str | None:
+        return None if at is None else self.iso(at)
+
+    def until_or_none(self, at: float | None) -> float | None:
+        return None if at is None else self.until(at)
+
+
+def _reason_names(reasons: Iterable[NonPreemptibleReason]) -> Any:
+    # Any: the values are exactly the ReasonName literals, which mypy cannot see.
+    return sorted(r.value for r in reasons)
+
+
+def lease_view(
+    lease: Lease,
+    now: Now,
+    *,
+    reasons: Iterable[NonPreemptibleReason] = (),
+    pending: PendingPreemption | None = None,
+) -> LeaseView:
+    """``lease``, with the reasons holding it and its pending preemption (if ACTIVE)."""
+    pending_view = None
+    if pending is not None:
+        pending_view = PendingPreemptionView(
+            cause=pending.cause,
+            reasons=_reason_names(pending.reasons),
+            requested_at=now.iso(pending.requested_at),
+            deadline=now.iso(pending.deadline),
+            deadline_in=now.until(pending.deadline),
+        )
+    return LeaseView(
+        lease_id=format_id(lease.lease_id),
+        job=lease.job,
+        holder=lease.holder,
+        priority=lease.priority,
+        slots=lease.slots,
+        ttl=lease.ttl,
+        fencing_token=lease.fencing_token,
+        state=lease.state.value,
+        granted_at=now.iso(lease.granted_at),
+        expires_at=now.iso(lease.expires_at),
+        expires_in=now.until(lease.expires_at),
+        reasons=_reason_names(reasons),
+        pending_preemption=pending_view,
+    )
+
+
+def ticket_view(ticket: Ticket, now: Now) -> TicketView:
+    return TicketView(
+        ticket_id=format_id(ticket.ticket_id),
+        job=ticket.job,
+        holder=ticket.holder,
+        priority=ticket.priority,
+        slots=ticket.slots,
+        ttl=ticket.ttl,
+        requested_at=now.iso(ticket.requested_at),
+    )
+
+
+def acquire_result(outcome: LeaseView | TicketView) -> AcquireResult:
+    """The answer to acquire and to a poll: granted with its lease, or pending."""
+    if isinstance(outcome, LeaseView):
+        return AcquireResult(status="granted", lease=outcome)
+    return AcquireResult(status="pending", ticket=outcome)
+
+
+def renew_result(lease: Lease, pending: PendingPreemption | None, now: Now) -> RenewResult:
+    deadline = None if pending is None else pending.deadline
+    return RenewResult(
+        lease_id=format_id(lease.lease_id),
+        fencing_token=lease.fencing_token,
+        expires_at=now.iso(lease.expires_at),
+        expires_in=now.until(lease.expires_at),
+        preemption_requested=pending is not None,
+        preemption_cause=None if pending is None else pending.cause,
+        preemption_deadline=now.iso_or_none(deadline),
+        preemption_deadline_in=now.until_or_none(deadline),
+    )
+
+
+def preemption_decision_view(decision: PreemptionDecision, now: Now) -> PreemptionDecisionView:
+    return PreemptionDecisionView(
+        lease_id=format_id(decision.lease_id),
+        outcome=decision.outcome.value,
+        cause=decision.cause,
+        reasons=_reason_names(decision.reasons),
+        deadline=now.iso_or_none(decision.deadline),
+        deadline_in=now.until_or_none(decision.deadline),
+    )
+
+
+def audit_record_view(record: AuditRecord) -> AuditRecordView:
+    lease_id = record.lease_id
+    return AuditRecordView(
+        seq=record.seq,
+        time=dt.datetime.fromtimestamp(record.time, dt.UTC).isoformat(timespec="milliseconds"),
+        kind=record.kind,
+        lease_id=None if lease_id is None else format_id(lease_id),
+        job=record.job,
+        data=dict(record.data),
+        prev_hash=record.prev_hash,
+        hash=record.hash,
+    )
