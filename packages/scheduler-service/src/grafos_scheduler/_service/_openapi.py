@@ -59,8 +59,6 @@ def document(app: Litestar) -> None:
     """Complete ``app``'s OpenAPI schema in place (before it is first served)."""
     schema = app.openapi_schema
     schemas = schema.components.schemas
-    if schemas is None:
-        schemas = schema.components.schemas = {}
     paths = schema.paths or {}
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or route.path_format not in paths:
