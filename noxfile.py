@@ -61,34 +61,69 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
+# One deliberately bad import per rule: (the contract that must refuse it, the files to
+# add to a copy of the sources). Each file is named _smuggled*, so the refusal can be
+# told from any other failure.
+BAD_IMPORTS: list[tuple[str, dict[str, str]]] = [
+    ("core-dependency-free", {"grafos_pipeline/_smuggled.py": "import attrs\n"}),
+    # A lower layer importing a higher one, and a sibling importing its sibling.
+    (
+        "scheduler-layers",
+        {"grafos_scheduler/_domain/_smuggled.py": "from .._store import _sqlite\n"},
+    ),
+    (
+        "scheduler-layers",
+        {"grafos_scheduler/_remote/_smuggled.py": "from .._service import _app\n"},
+    ),
+    # sqlite3 is the standard library's: the contract must see it all the same.
+    ("light-half", {"grafos_scheduler/_wire/_smuggled.py": "import sqlite3\n"}),
+    # An indirect import, through a module the remote side may import.
+    (
+        "light-half",
+        {
+            "grafos_scheduler/_remote/_smuggled.py": "from .._domain import _smuggled_relay\n",
+            "grafos_scheduler/_domain/_smuggled_relay.py": "import litestar\n",
+        },
+    ),
+]
+
+
 @nox.session(python=PYTHON)
 def imports(session: nox.Session) -> None:
     install_project(session, *group("imports"))
     session.run("lint-imports")
-    # Show that the contract bites: a copy of the core with one bad import must fail.
+    # Show that every contract bites: the real contracts (the root pyproject.toml), run
+    # over a copy of both packages, must refuse each bad import above.
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "grafos_pipeline"
-        shutil.copytree(CORE / "src" / "grafos_pipeline", copy)
-        (copy / "_smuggled.py").write_text("import attrs  # a third-party import\n")
-        config = Path(tmp) / ".importlinter"
-        config.write_text(
-            "[importlinter]\n"
-            "root_package = grafos_pipeline\n"
-            "include_external_packages = True\n"
-            "[importlinter:contract:core]\n"
-            "name = core is dependency-free\n"
-            "type = forbidden\n"
-            "source_modules = grafos_pipeline\n"
-            "forbidden_modules = attrs\n"
-        )
+        copy = Path(tmp)
+        shutil.copytree(CORE / "src" / "grafos_pipeline", copy / "grafos_pipeline")
+        shutil.copytree(SCHEDULER / "src" / "grafos_scheduler", copy / "grafos_scheduler")
+        shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
         env = {"PYTHONPATH": tmp}
         with session.chdir(tmp):
-            # The honest copy passes first, so the failure below is the import's fault.
-            (copy / "_smuggled.py").rename(copy / "_smuggled.txt")
-            session.run("lint-imports", str(config), env=env)
-            (copy / "_smuggled.txt").rename(copy / "_smuggled.py")
-            session.run("lint-imports", str(config), env=env, success_codes=[1])
-        session.log("lint-imports refused the smuggled import, as it should")
+            # The honest copy passes first, so each failure below is its import's fault.
+            session.run("lint-imports", "--no-cache", env=env)
+            for contract, files in BAD_IMPORTS:
+                for name, text in files.items():
+                    (copy / name).write_text(text)
+                output = session.run(
+                    "lint-imports",
+                    "--no-cache",
+                    "--contract",
+                    contract,
+                    env=env,
+                    success_codes=[1],
+                    silent=True,
+                )
+                for name in files:
+                    (copy / name).unlink()
+                if (
+                    not isinstance(output, str)
+                    or "BROKEN" not in output
+                    or "_smuggled" not in output
+                ):
+                    session.error(f"{contract} did not refuse {', '.join(files)}:\n{output}")
+                session.log(f"{contract} refused {', '.join(files)}, as it should")
 
 
 @nox.session(python=PYTHON)
