@@ -1,9 +1,13 @@
 """grafos_scheduler: leases with fencing tokens, bounded preemption, a hash-chained audit log.
 
-Import everything from here; the ``_modules`` are private.
+Import everything from here; the ``_modules`` are private. Every public name presents
+itself as ``grafos_scheduler``'s own (``grafos_scheduler.Lease`` in reprs, tracebacks
+and docs), as httpx's do.
 """
 
 import importlib
+import inspect
+import typing
 from typing import TYPE_CHECKING, Any
 
 from ._domain._audit import AuditKind as AuditKind
@@ -52,7 +56,6 @@ from ._remote._client import SchedulerClient as SchedulerClient
 from ._remote._client import ServiceError as ServiceError
 from ._remote._client import ServiceUnavailable as ServiceUnavailable
 from ._remote._client import TokenConflict as TokenConflict
-from ._scheduler._scheduler import Scheduler as Scheduler
 from ._service._auth import Principal as Principal
 from ._service._auth import TokenConfig as TokenConfig
 from ._service._auth import TokenConfigError as TokenConfigError
@@ -61,29 +64,49 @@ from ._store._protocol import SchedulerStore as SchedulerStore
 from ._store._protocol import StoreTransaction as StoreTransaction
 from ._store._protocol import TicketRow as TicketRow
 from ._store._protocol import write_change as write_change
-from ._store._sqlite import SqliteStore as SqliteStore
 
 if TYPE_CHECKING:
+    from ._scheduler._scheduler import Scheduler as Scheduler
     from ._service._app import create_app as create_app
     from ._service._metrics import SchedulerMetrics as SchedulerMetrics
     from ._service._server import BackgroundServer as BackgroundServer
+    from ._store._sqlite import SqliteStore as SqliteStore
 
-# The HTTP server and metrics pull in Litestar, uvicorn and prometheus-client;
-# workers that only need SchedulerClient should not pay for importing them.
+# The heavy half, loaded on first use: the scheduler and the SQLite store (sqlite3), the
+# HTTP server (Litestar, uvicorn, anyio) and its metrics (prometheus-client). A worker
+# process that only needs SchedulerClient and WorkerAgent loads none of them.
 _LAZY = {
     "BackgroundServer": "._service._server",
-    "create_app": "._service._app",
+    "Scheduler": "._scheduler._scheduler",
     "SchedulerMetrics": "._service._metrics",
+    "SqliteStore": "._store._sqlite",
+    "create_app": "._service._app",
 }
+
+
+def _present_as_ours(obj: Any) -> None:
+    if isinstance(obj, type):
+        # typing.get_type_hints reads a class's string annotations in the namespace of
+        # sys.modules[cls.__module__]: resolve them in the defining module first.
+        own = inspect.get_annotations(obj)
+        if own and any(isinstance(v, str) for v in own.values()):
+            hints = typing.get_type_hints(obj, include_extras=True)
+            obj.__annotations__ = {name: hints[name] for name in own}
+    obj.__module__ = __name__
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'grafos_scheduler' has no attribute {name!r}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
+    _present_as_ours(value)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [
@@ -147,3 +170,8 @@ __all__ = [
     "create_app",
     "write_change",
 ]
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _present_as_ours(globals()[_name])
+del _name
