@@ -72,7 +72,7 @@ def test_reprs_show_the_public_path_or_just_the_name(scheduler: Scheduler) -> No
 
 
 def test_docs_name_the_package() -> None:
-    doc = pydoc.render_doc(grafos_scheduler.Lease, renderer=pydoc.plaintext)
+    doc = pydoc.plain(pydoc.render_doc(grafos_scheduler.Lease))
     assert doc.startswith("Python Library Documentation: class Lease in module grafos_scheduler")
 
 
@@ -113,4 +113,4 @@ def test_dir_lists_the_lazy_names() -> None:
 
 def test_an_unknown_name_is_an_attribute_error_naming_it() -> None:
     with pytest.raises(AttributeError, match="'NoSuchThing'"):
-        _ = grafos_scheduler.NoSuchThing  # type: ignore[attr-defined]
+        _ = grafos_scheduler.NoSuchThing

@@ -62,9 +62,11 @@ def io_in(source: str, filename: str) -> list[str]:
             and node.func.id in FORBIDDEN_CALLS
         ):
             found.append(f"{filename}:{node.lineno} calls {node.func.id}()")
-        for name in names:
-            if name.partition(".")[0] in FORBIDDEN:
-                found.append(f"{filename}:{node.lineno} imports {name}")
+        found += [
+            f"{filename}:{getattr(node, 'lineno', '?')} imports {name}"
+            for name in names
+            if name.partition(".")[0] in FORBIDDEN
+        ]
     return found
 
 

@@ -8,6 +8,7 @@ routes' request bodies.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -53,7 +54,24 @@ async def parse_request_body(request: Request[Any, Any, Any]) -> None:
         if raw.strip() not in (b"", b"{}"):
             raise FieldError(None, f"{request.method} {request.url.path} takes no body")
         return
+    _check_utf8(raw)
     request.scope["state"][_STATE_KEY] = parse_body(model, raw)
+
+
+def _check_utf8(raw: bytes) -> None:
+    """Refuse a body that is not plain UTF-8 (RFC 8259: JSON between systems is UTF-8).
+
+    json.loads guesses the encoding of bytes, so it would take UTF-16, UTF-32 or a
+    byte order mark; a NUL byte (never valid in JSON text) is what steers its guess.
+    """
+    if raw.startswith(codecs.BOM_UTF8):
+        raise FieldError(None, "the body is not valid JSON: it starts with a byte order mark")
+    if b"\x00" in raw:
+        raise FieldError(None, "the body is not valid JSON: it holds a NUL byte")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FieldError(None, f"the body is not valid JSON: {exc}") from None
 
 
 def parsed_body(request: Request[Any, Any, Any], model: type[_M]) -> _M:

@@ -1,0 +1,96 @@
+"""Authorisation is decided in one place: who may act on which lease, ticket or route."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from grafos_scheduler import NonPreemptibleReason, Principal
+from grafos_scheduler._service import _policy
+from grafos_scheduler._wire._models import FieldError, ReasonName
+
+Client = TestClient[Litestar]
+Headers = dict[str, dict[str, str]]
+
+ADMIN = Principal("admin", is_admin=True)
+ALICE = Principal("alice", is_admin=False)
+
+
+def test_the_admin_acts_on_any_holder_a_worker_on_its_own() -> None:
+    assert _policy.holder_scope(ADMIN) is None
+    assert _policy.holder_scope(ALICE) == "alice"
+
+
+def test_only_the_admin_passes_require_admin() -> None:
+    _policy.require_admin(ADMIN)
+    with pytest.raises(_policy.Forbidden, match="'alice' is not the admin"):
+        _policy.require_admin(ALICE)
+
+
+def test_a_worker_may_report_only_checkpoint_in_progress() -> None:
+    both: list[ReasonName] = ["checkpoint_in_progress", "operator_hold"]
+    assert _policy.reported_reasons(ADMIN, both) == [
+        NonPreemptibleReason.CHECKPOINT_IN_PROGRESS,
+        NonPreemptibleReason.OPERATOR_HOLD,
+    ]
+    assert _policy.reported_reasons(ALICE, ["checkpoint_in_progress"]) == [
+        NonPreemptibleReason.CHECKPOINT_IN_PROGRESS
+    ]
+    with pytest.raises(FieldError, match="not 'operator_hold'") as refused:
+        _policy.reported_reasons(ALICE, both)
+    assert refused.value.field == "reasons[1]"
+
+
+def _granted(client: Client, headers: dict[str, str], job: str) -> dict[str, object]:
+    r = client.post("/v1/leases", json={"job": job, "slots": 1, "ttl": 30}, headers=headers)
+    assert r.status_code == 201, r.text
+    lease: dict[str, object] = r.json()["lease"]
+    return lease
+
+
+def test_every_lease_route_refuses_another_workers_lease(
+    client: Client, headers: Headers, caplog: pytest.LogCaptureFixture
+) -> None:
+    lease = _granted(client, headers["alice"], "alice-job")
+    url = f"/v1/leases/{lease['lease_id']}"
+    renew = {"fencing_token": lease["fencing_token"]}
+    caplog.set_level(logging.WARNING, logger="grafos_scheduler.http")
+    refused = [
+        client.get(url, headers=headers["bob"]),
+        client.post(f"{url}/renew", json=renew, headers=headers["bob"]),
+        client.post(f"{url}/release", headers=headers["bob"]),
+        client.post(f"{url}/preempt", json={}, headers=headers["bob"]),
+        client.post(f"{url}/fence", headers=headers["bob"]),
+        client.post(f"{url}/preempt", json={}, headers=headers["alice"]),  # admin only
+        client.post(f"{url}/fence", headers=headers["alice"]),
+    ]
+    assert [r.status_code for r in refused] == [403] * len(refused)
+    assert {r.json()["error"] for r in refused} == {"forbidden"}
+    # The refusal names the id, never the holder.
+    assert all("alice" not in r.json()["message"] for r in refused[:3])
+    forbidden = [r for r in caplog.records if getattr(r, "event", None) == "forbidden"]
+    assert [getattr(r, "principal", None) for r in forbidden] == ["bob"] * 3
+    # Nothing changed: the lease is still alice's, active, with its token.
+    mine = client.get(url, headers=headers["alice"]).json()
+    assert (mine["state"], mine["fencing_token"]) == ("active", lease["fencing_token"])
+    assert client.get(url, headers=headers["admin"]).status_code == 200
+
+
+def test_ticket_routes_refuse_another_workers_ticket(
+    client: Client, headers: Headers, tmp_path: Path
+) -> None:
+    _granted(client, headers["admin"], "fill-1")
+    _granted(client, headers["admin"], "fill-2")
+    r = client.post(
+        "/v1/leases", json={"job": "waits", "slots": 1, "ttl": 30}, headers=headers["alice"]
+    )
+    assert r.status_code == 202, r.text
+    url = f"/v1/tickets/{r.json()['ticket']['ticket_id']}"
+    assert client.get(url, headers=headers["bob"]).status_code == 403
+    assert client.delete(url, headers=headers["bob"]).status_code == 403
+    assert client.get(url, headers=headers["alice"]).json()["status"] == "pending"
+    assert client.delete(url, headers=headers["admin"]).status_code == 200
