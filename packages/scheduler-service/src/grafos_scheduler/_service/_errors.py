@@ -7,6 +7,7 @@ OpenAPI schema (:func:`error_responses`).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -22,15 +23,17 @@ from .._domain._errors import (
     JobAlreadyLeased,
     LeaseExpired,
     LeaseNotActive,
+    NotLeaseHolder,
     SchedulerError,
     StoreError,
     TicketGranted,
     UnknownLease,
     UnknownTicket,
 )
-from .._wire._models import ErrorBody, FieldError, escape
+from .._wire._models import ErrorBody, FieldError, escape, format_id
+from ._auth import Principal
 from ._body import UnsupportedMediaType
-from ._events import logger
+from ._events import event, logger
 from ._policy import Forbidden, JobConflict
 
 __all__ = ["error_responses", "handle_exception"]
@@ -83,6 +86,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return _error(400, "invalid_request", exc.message, exc.field)
     if isinstance(exc, Forbidden):
         return _error(403, "forbidden", str(exc))
+    if isinstance(exc, NotLeaseHolder):
+        return _not_holder(request, exc)
     if isinstance(exc, UnsupportedMediaType):
         return _error(415, "unsupported_media_type", str(exc))
     if isinstance(exc, JobConflict):
@@ -141,6 +146,23 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return _error(
         500, "internal_error", f"internal error; the server log has reference {reference}"
     )
+
+
+def _not_holder(request: Request[Any, Any, Any], exc: NotLeaseHolder) -> Response[Any]:
+    """The scheduler's holder check refused: name the principal and the id, not the holder."""
+    principal: Principal = request.scope["user"]
+    shown = format_id(exc.lease_id)
+    event(
+        "forbidden",
+        level=logging.WARNING,
+        principal=principal.name,
+        **{f"{exc.what}_id": shown},
+    )
+    if exc.what == "ticket":
+        return _error(
+            403, "forbidden", f"principal {principal.name!r} did not request ticket {shown}"
+        )
+    return _error(403, "forbidden", f"principal {principal.name!r} does not hold lease {shown}")
 
 
 _ERROR_RESPONSES = {

@@ -78,15 +78,20 @@ class ServiceContext:
         return Now.read(self.clock)
 
     def lease_view(self, lease: Lease, now: Now | None = None) -> LeaseView:
-        """``lease`` with its in-memory markers and pending preemption, if ACTIVE."""
+        """``lease`` with its markers and pending preemption, if ACTIVE.
+
+        Those live in memory in the preemption manager (no store, not the scheduler's
+        lock): the request's one scheduler call is the one that produced ``lease``.
+        """
         now = self.now() if now is None else now
         if lease.state is not LeaseState.ACTIVE:
             return lease_view(lease, now)
+        manager = self.scheduler.manager
         return lease_view(
             lease,
             now,
-            reasons=self.scheduler.reasons(lease.lease_id),
-            pending=self.scheduler.pending_preemption(lease.lease_id),
+            reasons=manager.reasons(lease.lease_id),
+            pending=manager.pending(lease.lease_id),
         )
 
     def result(self, outcome: Lease | Ticket) -> AcquireResult:
@@ -173,7 +178,7 @@ def _acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
 def poll_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> AcquireResult:
     ctx = _ctx(request)
     tid = parse_id(ticket_id, "ticket_id")
-    return ctx.result(_policy.ticket_for(ctx.scheduler, _principal(request), tid))
+    return ctx.result(ctx.scheduler.poll(tid, holder=_policy.holder_scope(_principal(request))))
 
 
 @delete(
@@ -187,9 +192,8 @@ def cancel_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> Ti
     ctx = _ctx(request)
     principal = _principal(request)
     tid = parse_id(ticket_id, "ticket_id")
-    # Who may cancel is settled before anything else is said about the ticket.
-    _policy.ticket_for(ctx.scheduler, principal, tid)
-    cancelled = ctx.scheduler.cancel_ticket(tid)
+    # The holder check comes first: another worker learns nothing else of the ticket.
+    cancelled = ctx.scheduler.cancel_ticket(tid, holder=_policy.holder_scope(principal))
     event(
         "ticket_cancelled",
         ticket_id=ticket_id,
@@ -216,21 +220,21 @@ def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> RenewResult
     ctx = _ctx(request)
     principal = _principal(request)
     lid = parse_id(lease_id, "lease_id")
-    lease = _policy.lease_for(ctx.scheduler, principal, lid)
     reasons = _policy.reported_reasons(principal, body.reasons)
     try:
-        renewed = ctx.scheduler.renew(lid, body.fencing_token, reasons)
+        renewal = ctx.scheduler.renew_lease(
+            lid, body.fencing_token, reasons=reasons, holder=_policy.holder_scope(principal)
+        )
     except (LeaseExpired, LeaseNotActive, FencingTokenMismatch) as exc:
         event(
             "renew_refused",
             level=logging.WARNING,
             lease_id=lease_id,
-            job=lease.job,
+            principal=principal.name,
             reason=type(exc).__name__,
         )
         raise
-    pending = ctx.scheduler.pending_preemption(lid)
-    return renew_result(renewed, pending, ctx.now())
+    return renew_result(renewal.lease, renewal.pending, ctx.now())
 
 
 @post(
@@ -244,8 +248,7 @@ def release(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView
     ctx = _ctx(request)
     principal = _principal(request)
     lid = parse_id(lease_id, "lease_id")
-    _policy.lease_for(ctx.scheduler, principal, lid)
-    released = ctx.scheduler.release(lid)
+    released = ctx.scheduler.release(lid, holder=_policy.holder_scope(principal))
     event(
         "lease_released",
         lease_id=lease_id,
@@ -265,7 +268,7 @@ def release(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView
 def get_lease(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
     ctx = _ctx(request)
     lid = parse_id(lease_id, "lease_id")
-    return ctx.lease_view(_policy.lease_for(ctx.scheduler, _principal(request), lid))
+    return ctx.lease_view(ctx.scheduler.get(lid, holder=_policy.holder_scope(_principal(request))))
 
 
 @get(
@@ -323,13 +326,11 @@ def preempt(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> Preemptio
     _policy.require_admin(_principal(request))
     lid = parse_id(lease_id, "lease_id")
     ctx = _ctx(request)
-    lease = ctx.scheduler.get(lid)
     decision = ctx.scheduler.request_preemption(lid, body.cause)
     view = preemption_decision_view(decision, ctx.now())
     event(
         "preemption_requested",
         lease_id=lease_id,
-        job=lease.job,
         outcome=view.outcome,
         cause=view.cause,
         reasons=view.reasons,
