@@ -75,10 +75,13 @@ class RecordingScheduler(Scheduler):
 @pytest.fixture
 def recording(tmp_path: Path) -> Iterator[RecordingScheduler]:
     # No executor thread: every recorded call comes from a request.
-    with RecordingScheduler(
+    scheduler = RecordingScheduler(
         2, SqliteStore(tmp_path / "scheduler.db"), max_defer=30.0, autostart=False
-    ) as scheduler:
+    )
+    try:
         yield scheduler
+    finally:
+        scheduler.close()
 
 
 @pytest.fixture
