@@ -29,6 +29,13 @@ from grafos_scheduler._domain._lease_book import LeaseBook
 
 # The domain's name rule, checked on its own as well as through Scheduler.acquire.
 from grafos_scheduler._domain._limits import check_name
+
+# The service's pieces (service7): the routes (none takes a data parameter), the body a
+# route declares, the request schema the OpenAPI document publishes, the policy.
+from grafos_scheduler._service import _policy as policy
+from grafos_scheduler._service._body import body_model
+from grafos_scheduler._service._openapi import request_schema
+from grafos_scheduler._service._routes import ROUTES
 from grafos_scheduler._wire import _models as wire_models
 
 # The wire layer's strict body parser and its models: the parser is tested on every model,
@@ -37,6 +44,7 @@ from grafos_scheduler._wire._models import (
     AcquireRequest,
     FieldError,
     PreemptRequest,
+    ReasonName,
     RenewRequest,
     parse_body,
     parse_id,
@@ -53,6 +61,11 @@ def book_of(scheduler: Scheduler) -> Any:
     return scheduler._book
 
 
+def listening_socket(server: Any) -> Any:
+    """The socket a BackgroundServer bound and hands to uvicorn (its TCP options)."""
+    return server._socket
+
+
 def active_row(scheduler: Scheduler, lease_id: int) -> Any:
     """The scheduler's in-memory row of an active lease, as the store would be given it."""
     return scheduler._active[lease_id]
@@ -61,16 +74,19 @@ def active_row(scheduler: Scheduler, lease_id: int) -> Any:
 __all__ = [
     "GENESIS_HASH",
     "ID_PATTERN",
+    "ROUTES",
     "AcquireRequest",
     "AuditEntry",
     "DemoConfig",
     "FieldError",
     "LeaseBook",
     "PreemptRequest",
+    "ReasonName",
     "RenewRequest",
     "WorkerSpec",
     "active_row",
     "audit_entries",
+    "body_model",
     "book_of",
     "chain",
     "check_id",
@@ -79,9 +95,12 @@ __all__ = [
     "id_from_hex",
     "id_hex",
     "limits",
+    "listening_socket",
     "new_id",
     "parse_body",
     "parse_id",
+    "policy",
+    "request_schema",
     "run_demo",
     "store_of",
     "verify_records",

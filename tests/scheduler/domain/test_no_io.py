@@ -12,7 +12,7 @@ from importlib import resources
 
 import pytest
 
-import grafos_scheduler._domain
+import grafos_scheduler
 
 # Top-level modules (and packages) the domain must never import.
 FORBIDDEN = frozenset(
@@ -71,7 +71,7 @@ def io_in(source: str, filename: str) -> list[str]:
 
 
 def _domain_sources() -> dict[str, str]:
-    files = resources.files(grafos_scheduler._domain)
+    files = resources.files(grafos_scheduler) / "_domain"
     return {
         entry.name: entry.read_text(encoding="utf-8")
         for entry in files.iterdir()

@@ -16,22 +16,18 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
-from litestar import Litestar
-from litestar.testing import TestClient
 
-from grafos_scheduler._service._body import body_model
-from grafos_scheduler._service._openapi import request_schema
-from grafos_scheduler._service._routes import ROUTES
-from grafos_scheduler._wire._models import (
+from support.internals import (
+    ROUTES,
     AcquireRequest,
     FieldError,
     PreemptRequest,
     RenewRequest,
+    body_model,
     parse_body,
+    request_schema,
 )
-
-Client = TestClient[Litestar]
-Headers = dict[str, dict[str, str]]
+from support.servers import Client, Headers
 
 BODIES = {
     ("POST", "/v1/leases"): AcquireRequest,

@@ -17,8 +17,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from grafos_scheduler import Scheduler, SqliteStore, TokenConfig, create_app
-
-from .conftest import ADMIN_TOKEN, WORKER_TOKENS, bearer
+from support.servers import ADMIN_TOKEN, WORKER_TOKENS, bearer
 
 USE_CASES = frozenset(
     {

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from grafos_scheduler import NonPreemptibleReason, Principal
-from grafos_scheduler._service import _policy
-from grafos_scheduler._wire._models import FieldError, ReasonName
-
-Client = TestClient[Litestar]
-Headers = dict[str, dict[str, str]]
+from support.internals import FieldError, ReasonName
+from support.internals import policy as _policy
+from support.servers import Client, Headers, granted
 
 ADMIN = Principal("admin", is_admin=True)
 ALICE = Principal("alice", is_admin=False)
@@ -45,17 +40,10 @@ def test_a_worker_may_report_only_checkpoint_in_progress() -> None:
     assert refused.value.field == "reasons[1]"
 
 
-def _granted(client: Client, headers: dict[str, str], job: str) -> dict[str, object]:
-    r = client.post("/v1/leases", json={"job": job, "slots": 1, "ttl": 30}, headers=headers)
-    assert r.status_code == 201, r.text
-    lease: dict[str, object] = r.json()["lease"]
-    return lease
-
-
 def test_every_lease_route_refuses_another_workers_lease(
     client: Client, headers: Headers, caplog: pytest.LogCaptureFixture
 ) -> None:
-    lease = _granted(client, headers["alice"], "alice-job")
+    lease = granted(client, headers["alice"], "alice-job")
     url = f"/v1/leases/{lease['lease_id']}"
     renew = {"fencing_token": lease["fencing_token"]}
     caplog.set_level(logging.WARNING, logger="grafos_scheduler.http")
@@ -80,11 +68,9 @@ def test_every_lease_route_refuses_another_workers_lease(
     assert client.get(url, headers=headers["admin"]).status_code == 200
 
 
-def test_ticket_routes_refuse_another_workers_ticket(
-    client: Client, headers: Headers, tmp_path: Path
-) -> None:
-    _granted(client, headers["admin"], "fill-1")
-    _granted(client, headers["admin"], "fill-2")
+def test_ticket_routes_refuse_another_workers_ticket(client: Client, headers: Headers) -> None:
+    granted(client, headers["admin"], "fill-1")
+    granted(client, headers["admin"], "fill-2")
     r = client.post(
         "/v1/leases", json={"job": "waits", "slots": 1, "ttl": 30}, headers=headers["alice"]
     )
