@@ -3,8 +3,9 @@
 The wire models are frozen, slotted attrs classes. Their constraints are written once,
 as ``msgspec.Meta`` in ``Annotated`` types: the OpenAPI schema at ``/schema`` shows them,
 and :func:`parse_body` enforces them. Litestar's own decoding ignores unknown fields and
-reports errors in its own shape, so every request body goes through :func:`parse_body`
-first, and every refusal is one :class:`ErrorBody` that names the field.
+reports errors in its own shape, so the server never uses it: every request body is
+decoded once, by :func:`parse_body`, and every refusal is one :class:`ErrorBody` that
+names the field.
 
 Lease and ticket ids cross JSON as 32-character lowercase hex strings, because JSON
 numbers lose precision above 2**53. Monotonic scheduler times cannot mean anything to
