@@ -263,13 +263,13 @@ class DirectoryCheckpointStore:
             if encoded.size < _OVERLAP_THRESHOLD:
                 content = encoded.content()
                 if not retire:
-                    _write_all(fd, content)
+                    write_all(fd, content)
                     os.fsync(fd)
                     return None
                 # The unlinks run on a helper thread while this one waits on the disk.
-                job = _HELPERS.start(partial(self._unlink_all, retire))
+                job = HELPERS.start(partial(self._unlink_all, retire))
                 try:
-                    _write_all(fd, content)
+                    write_all(fd, content)
                     os.fsync(fd)
                 finally:
                     error = job.wait()
@@ -281,11 +281,11 @@ class DirectoryCheckpointStore:
             # the digest is patched in and ONE fsync makes data and digest durable. The
             # rename happens only after that fsync, so a crash never exposes a file
             # without its digest (nor a file that fails verification as the newest).
-            job = _HELPERS.start(encoded.digest)
+            job = HELPERS.start(encoded.digest)
             try:
-                _write_all(fd, encoded.head)
+                write_all(fd, encoded.head)
                 for state in encoded.states:
-                    _write_all(fd, state)
+                    write_all(fd, state)
                 _start_writeback(fd, _PAGE, encoded.size - _PAGE)
                 unlink_error = self._unlink_all(retire)
             finally:
@@ -371,7 +371,7 @@ def _is_natural(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -402,7 +402,7 @@ class _Job:
     def wait(self) -> BaseException | None:
         """Block until the call has finished; its helper is then free again."""
         self._done.acquire()
-        _HELPERS.release(self._inbox)
+        HELPERS.release(self._inbox)
         return self.error
 
 
@@ -437,7 +437,7 @@ def _serve(inbox: queue.SimpleQueue[_Job]) -> None:
         inbox.get().run()
 
 
-_HELPERS = _Helpers()
+HELPERS = _Helpers()
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:

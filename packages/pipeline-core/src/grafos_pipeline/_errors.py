@@ -46,3 +46,28 @@ class InvalidLeaseId(CheckpointError, ValueError):
     def __init__(self, value: object) -> None:
         super().__init__(f"lease id {value!r} is not an unsigned 128-bit integer")
         self.value = value
+
+
+class InvalidRecord(CheckpointError, ValueError):
+    """A record that a sink cannot encode; nothing of the flush was committed."""
+
+
+class InvalidSink(CheckpointError, ValueError):
+    """A sink was configured with bad input: a bad table name, a non-callable encoder."""
+
+
+class CorruptOutput(CheckpointError):
+    """Stored output failed verification (header, length or SHA-256), or is inconsistent
+    with the checkpoints that cover it."""
+
+
+class OutputNotPublished(CheckpointError):
+    """The checkpoint committed, but publishing its output failed.
+
+    The output is pre-committed, so it is not lost: the next ``checkpoint()`` or a
+    ``resume()`` publishes it. ``checkpoint`` is the checkpoint that committed.
+    """
+
+    def __init__(self, message: str, checkpoint: object) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint

@@ -8,8 +8,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ._checkpoint import Checkpoint
-from ._errors import CheckpointError, InvalidCheckpoint, InvalidPipeline
+from ._errors import (
+    CheckpointError,
+    InvalidCheckpoint,
+    InvalidPipeline,
+    OutputNotPublished,
+    StaleFencingToken,
+)
 from ._observer import CheckpointFlushObserver, log_observer_failure, validate_lease_id
+from ._sink import Sink
 from ._store import CheckpointStore
 
 
@@ -50,6 +57,14 @@ class Pipeline:
     that token first, then restores the newest valid checkpoint, so once a new holder
     has resumed, an older one can never commit again.
 
+    With a ``sink``, the last stage's output goes to the sink instead of being returned
+    by ``process``: each checkpoint pre-commits the output since the last one under the
+    next sequence and the fencing token, commits the checkpoint, then publishes the
+    output (see ``Sink``); ``resume`` has the sink publish what the restored checkpoint
+    covers and discard what lies beyond it. So every input record's output is
+    committed exactly once across crashes, and a zombie's output is refused like its
+    checkpoint. Stage state stays free of output: a checkpoint does not grow with it.
+
     When both an ``observer`` and a ``lease_id`` are wired, each checkpoint flush is
     bracketed by ``observer.on_flush_start`` and ``observer.on_flush_complete`` (see
     ``CheckpointFlushObserver`` for the contract). ``observer``, ``lease_id`` and
@@ -65,6 +80,7 @@ class Pipeline:
         stages: Sequence[Stage],
         store: CheckpointStore,
         *,
+        sink: Sink | None = None,
         observer: CheckpointFlushObserver | None = None,
         lease_id: int | None = None,
         fencing_token: int = 0,
@@ -87,6 +103,18 @@ class Pipeline:
         self.name = name
         self.stages: tuple[Stage, ...] = stages
         self.store = store
+        if sink is not None and not isinstance(sink, Sink):
+            raise InvalidPipeline(
+                f"sink {sink!r} does not implement Sink (pre_commit, publish and recover)"
+            )
+        self.sink = sink
+        # Output since the last committed checkpoint, and the committed sequences whose
+        # output is pre-committed but not yet published (in order).
+        self._output: list[Any] = []
+        self._unpublished: list[int] = []
+        # A checkpoint whose commit raised, so it may or may not have committed, and how
+        # many buffered records its pre-commit staged: settled by the next flush.
+        self._in_doubt: tuple[Checkpoint, int] | None = None
         self._fencing_token = _check_fencing_token(fencing_token)
         # Observer and lease id live in one tuple, replaced whole, so that a flush
         # reads a consistent pair with a single attribute load.
@@ -155,16 +183,20 @@ class Pipeline:
         return self._sequence
 
     def process(self, records: Iterable[Any]) -> list[Any]:
-        """Feed ``records`` through the stages in order; return what the last one emits."""
-        out: list[Any] = []
+        """Feed ``records`` through the stages in order; return what the last one emits.
+
+        With a sink, the output is kept for the next checkpoint's flush instead, and
+        the list returned is empty.
+        """
         with self._lock:
+            out: list[Any] = [] if self.sink is None else self._output
             for record in records:
                 batch: list[Any] = [record]
                 for stage in self.stages:
                     batch = [emitted for item in batch for emitted in stage.process(item)]
                 out.extend(batch)
                 self._position += 1
-        return out
+        return out if self.sink is None else []
 
     # -- checkpoints --------------------------------------------------------------
 
@@ -194,6 +226,8 @@ class Pipeline:
 
     def _flush(self, lease_id: int | None) -> Checkpoint:
         with self._lock:
+            if self._in_doubt is not None:
+                self._settle_doubt()
             states: dict[str, bytes] = {}
             for stage in self.stages:
                 try:
@@ -218,20 +252,86 @@ class Pipeline:
                 stage_states=states,
                 created_at=time.time(),
             )
+            sink = self.sink
+            staged = 0
+            if sink is not None and self._output:
+                # Phase one: the output, durable but invisible, under the next sequence.
+                staged = len(self._output)
+                try:
+                    sink.pre_commit(
+                        self.name, checkpoint.sequence, self._fencing_token, tuple(self._output)
+                    )
+                except CheckpointError:
+                    raise
+                except Exception as exc:
+                    raise CheckpointError(
+                        f"pre-committing the output of checkpoint {checkpoint.sequence} of "
+                        f"pipeline {self.name!r} to {sink!r} failed: {exc!r}"
+                    ) from exc
             try:
                 self.store.commit(checkpoint)
-            except CheckpointError:
-                raise
-            except Exception as exc:
+            except BaseException as exc:
+                # A refusal wrote nothing; any other failure may have struck after the
+                # write. Then re-staging more output under this sequence could let a
+                # recovery publish records the checkpoint does not cover: the next flush
+                # asks the store first.
+                if sink is not None and not isinstance(exc, StaleFencingToken | InvalidCheckpoint):
+                    self._in_doubt = (checkpoint, staged)
+                if isinstance(exc, CheckpointError) or not isinstance(exc, Exception):
+                    raise
                 raise CheckpointError(
                     f"committing checkpoint {checkpoint.sequence} of pipeline {self.name!r} "
                     f"to {self.store!r} failed: {exc!r}"
                 ) from exc
             self._sequence = checkpoint.sequence
+            if sink is not None:
+                if self._output:
+                    self._unpublished.append(checkpoint.sequence)
+                    self._output = []
+                # Phase two: the checkpoint covers the output, so it may be seen.
+                self._publish(sink, checkpoint)
             return checkpoint
+
+    def _settle_doubt(self) -> None:
+        assert self._in_doubt is not None
+        doubtful, staged = self._in_doubt
+        try:
+            latest = self.store.latest(self.name)
+        except Exception as exc:
+            raise CheckpointError(
+                f"checking whether checkpoint {doubtful.sequence} of pipeline {self.name!r} "
+                f"committed in {self.store!r} failed: {exc!r}"
+            ) from exc
+        if latest == doubtful:
+            # It did commit: its sequence is taken and its staged output is covered.
+            self._sequence = doubtful.sequence
+            if staged:
+                self._unpublished.append(doubtful.sequence)
+                del self._output[:staged]
+        self._in_doubt = None
+
+    def _publish(self, sink: Sink, checkpoint: Checkpoint) -> None:
+        # In sequence order, earlier ones first (left over by a failed publication),
+        # so readers never see a gap.
+        while self._unpublished:
+            sequence = self._unpublished[0]
+            try:
+                sink.publish(self.name, sequence)
+            except Exception as exc:
+                raise OutputNotPublished(
+                    f"checkpoint {checkpoint.sequence} of pipeline {self.name!r} committed, "
+                    f"but publishing the output of sequence {sequence} to {sink!r} failed: "
+                    f"{exc!r}; it is pre-committed, and the next checkpoint() or resume() "
+                    "publishes it",
+                    checkpoint,
+                ) from exc
+            del self._unpublished[0]
 
     def resume(self) -> Checkpoint | None:
         """Fence the store with this pipeline's token, then restore the newest checkpoint.
+
+        With a sink, the sink is fenced with the token too; it publishes the output
+        that the restored checkpoint covers and discards what lies beyond it.
 
         Returns the checkpoint restored, or None on a fresh start (nothing stored).
         Raises ``StaleFencingToken`` if a newer holder has already fenced the store,
@@ -248,16 +348,28 @@ class Pipeline:
                 raise CheckpointError(
                     f"recovering pipeline {self.name!r} from {self.store!r} failed: {exc!r}"
                 ) from exc
+            if checkpoint is not None:
+                self._check_stages(checkpoint)
+            sink = self.sink
+            if sink is not None:
+                # After the store's fence: whatever a zombie pre-commits from here on is
+                # refused, and what it pre-committed before lies beyond the checkpoint.
+                covered = 0 if checkpoint is None else checkpoint.sequence
+                try:
+                    sink.recover(self.name, covered, self._fencing_token)
+                except CheckpointError:
+                    raise
+                except Exception as exc:
+                    raise CheckpointError(
+                        f"recovering the output of pipeline {self.name!r} from {sink!r} "
+                        f"failed: {exc!r}"
+                    ) from exc
+                self._unpublished = []
+            self._in_doubt = None
             if checkpoint is None:
                 return None
-            ours = {stage.name for stage in self.stages}
-            theirs = set(checkpoint.stage_states)
-            if theirs != ours:
-                raise InvalidCheckpoint(
-                    f"checkpoint {checkpoint.sequence} of pipeline {self.name!r} does not "
-                    f"match its stages: it names {sorted(theirs - ours)} that the pipeline "
-                    f"does not have, and lacks {sorted(ours - theirs)}"
-                )
+            # Output buffered past the checkpoint is replayed from its input.
+            self._output = []
             for stage in self.stages:
                 try:
                     stage.restore(checkpoint.stage_states[stage.name])
@@ -269,3 +381,13 @@ class Pipeline:
             self._position = checkpoint.position
             self._sequence = checkpoint.sequence
             return checkpoint
+
+    def _check_stages(self, checkpoint: Checkpoint) -> None:
+        ours = {stage.name for stage in self.stages}
+        theirs = set(checkpoint.stage_states)
+        if theirs != ours:
+            raise InvalidCheckpoint(
+                f"checkpoint {checkpoint.sequence} of pipeline {self.name!r} does not "
+                f"match its stages: it names {sorted(theirs - ours)} that the pipeline "
+                f"does not have, and lacks {sorted(ours - theirs)}"
+            )
