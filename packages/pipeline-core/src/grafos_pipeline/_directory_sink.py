@@ -106,8 +106,8 @@ def decode_segment(
     view = memoryview(data)[_HEAD_LEN:]
     if hashlib.sha256(view).hexdigest().encode() != digest:
         raise CorruptOutput(f"{origin}: SHA-256 mismatch")
-    end = data.index(b"\n", _HEAD_LEN)
     try:
+        end = data.index(b"\n", _HEAD_LEN)
         header = json.loads(data[_HEAD_LEN:end])
         body = data[end + 1 :]
         if (header["pipeline"], header["sequence"]) != (pipeline, sequence):
