@@ -85,7 +85,10 @@ class Stopper:
     a line on stdin (``--gate``)."""
 
     def __init__(self, spec: str | None, gate: bool) -> None:
-        self.phase, self.flush = (None, 0) if spec is None else _parse(spec)
+        self.phase: str | None = None
+        self.flush = 0
+        if spec is not None:
+            self.phase, self.flush = _parse(spec)
         self.gate = gate
         self.current = 0  # the flush under way, counted from 1
 
@@ -141,7 +144,7 @@ def halfway_writes(stopper: Stopper, directory: str) -> None:
                 return written
         return real_write(fd, data)
 
-    os.open = tracking_open  # type: ignore[assignment]
+    os.open = tracking_open
     os.write = halving_write
 
 
