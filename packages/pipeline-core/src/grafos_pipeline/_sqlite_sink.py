@@ -125,9 +125,16 @@ class SqliteSink:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._sql = {name: sql.format(t=table) for name, sql in _STATEMENTS.items()}
-        with self._transaction() as db:
-            for name in ("create_rows", "create_commits", "create_view"):
-                db.execute(self._sql[name])
+        # Only a new database needs the write lock, so that opening a sink never waits
+        # for a writer (a frozen one, say) in the middle of its transaction.
+        names = (table, f"{table}_commits", f"{table}_committed")
+        found = self._db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name IN (?, ?, ?)", names
+        ).fetchone()
+        if found[0] != len(names):
+            with self._transaction() as db:
+                for name in ("create_rows", "create_commits", "create_view"):
+                    db.execute(self._sql[name])
 
     def __repr__(self) -> str:
         return f"SqliteSink({str(self.path)!r}, table={self.table!r})"
