@@ -286,7 +286,7 @@ class DirectoryCheckpointStore:
                 write_all(fd, encoded.head)
                 for state in encoded.states:
                     write_all(fd, state)
-                _start_writeback(fd, _PAGE, encoded.size - _PAGE)
+                start_writeback(fd, _PAGE, encoded.size - _PAGE)
                 unlink_error = self._unlink_all(retire)
             finally:
                 error = job.wait()
@@ -454,7 +454,7 @@ _sync_file_range: list[Callable[[int, int, int, int], int] | None] = []
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _start_writeback(fd: int, offset: int, length: int) -> None:
+def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a range out now, without waiting for it.
 
     Only a hint (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``): it gives no
