@@ -44,3 +44,18 @@ def test_the_issue_names_are_exported() -> None:
     assert issubclass(grafos_pipeline.StaleFencingToken, grafos_pipeline.CheckpointError)
     assert issubclass(grafos_pipeline.CorruptCheckpoint, grafos_pipeline.CheckpointError)
     assert issubclass(grafos_pipeline.InvalidLeaseId, ValueError)
+
+
+def test_the_sink_names_are_exported() -> None:
+    expected = {
+        "Sink",
+        "DirectorySink",
+        "SqliteSink",
+        "InvalidRecord",
+        "InvalidSink",
+        "CorruptOutput",
+        "OutputNotPublished",
+    }
+    assert expected <= set(grafos_pipeline.__all__)
+    for name in ("InvalidRecord", "CorruptOutput", "OutputNotPublished", "InvalidSink"):
+        assert issubclass(getattr(grafos_pipeline, name), grafos_pipeline.CheckpointError)
