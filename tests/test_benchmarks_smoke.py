@@ -50,3 +50,18 @@ def test_run_renders_a_report_for_the_checkpoint_module(tmp_path: Path) -> None:
     assert "DirectoryCheckpointStore.commit, 16 MiB" in text
     assert "- Machine:" in text
     assert runner.main(["--only", "no-such-benchmark"]) == 2
+
+
+def test_bench_sink_quick_rows_are_sane() -> None:
+    rows = load("bench_sink").run(quick=True)
+    flushes = [row for row in rows if "1 MiB of new output" in row.name]
+    sizes = [row for row in rows if row.name.startswith("checkpoint bytes after")]
+    assert len(flushes) == 3
+    assert len(sizes) == 2
+    for row in rows:
+        assert all(value > 0 for value in (*row.ours.values, *row.floor.values))
+        assert math.isfinite(row.ratio)
+    assert [row.passed is None for row in flushes] == [False, True, True]
+    # The checkpoint does not grow with the output; the state-held one does.
+    assert all(row.passed for row in sizes)
+    assert sizes[1].floor.median > 5 * sizes[0].floor.median
