@@ -314,7 +314,7 @@ class ExactlyOnceSqliteMachine(ExactlyOnceMachine):
     kind = "sqlite"
 
 
-SETTINGS = settings(max_examples=30, stateful_step_count=30, deadline=None)
+SETTINGS = settings(max_examples=20, stateful_step_count=30, deadline=None)
 ExactlyOnceMachine.TestCase.settings = SETTINGS
 ExactlyOnceSqliteMachine.TestCase.settings = SETTINGS
 test_directory_sink_exactly_once_under_faults = ExactlyOnceMachine.TestCase
