@@ -6,6 +6,9 @@ scheduler implements to keep a lease non-preemptible while its checkpoint flushe
 ``SqliteSink``).
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._checkpoint import Checkpoint as Checkpoint
 from ._directory_sink import DirectorySink as DirectorySink
 from ._directory_store import DirectoryCheckpointStore as DirectoryCheckpointStore
@@ -24,9 +27,29 @@ from ._observer import validate_lease_id as validate_lease_id
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import Stage as Stage
 from ._sink import Sink as Sink
-from ._sqlite_sink import SqliteSink as SqliteSink
 from ._store import CheckpointStore as CheckpointStore
 from ._store import MemoryCheckpointStore as MemoryCheckpointStore
+
+if TYPE_CHECKING:
+    from ._sqlite_sink import SqliteSink as SqliteSink
+
+# SqliteSink loads sqlite3 on first use: a worker that imports the core for its
+# Pipeline should not pay for it (the scheduler's remote side is held to that).
+_LAZY = {"SqliteSink": "._sqlite_sink"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "Checkpoint",
