@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -238,8 +239,50 @@ def demo(session: nox.Session) -> None:
     session.run("grafos-scheduler", "demo", *session.posargs)
 
 
+# The peer benchmark's tools: executable -> Debian package.
+PEER_TOOLS = {"etcd": "etcd-server", "wrk": "wrk"}
+
+
+def ensure_peer_tools(session: nox.Session) -> None:
+    """Install etcd and wrk with apt-get when missing; say so plainly when that fails.
+
+    Missing tools fail the session under CI=true; elsewhere the peer benchmark is skipped
+    with a warning (benchmarks/bench_peer.py says so again in its output).
+    """
+    missing = [pkg for tool, pkg in PEER_TOOLS.items() if shutil.which(tool) is None]
+    if not missing:
+        return
+    apt = shutil.which("apt-get")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    problem = ""
+    if apt is None:
+        problem = "apt-get is not available on this machine"
+    elif sudo and shutil.which("sudo") is None:
+        problem = "installing needs root, and there is no sudo"
+    else:
+        session.log(f"the peer benchmark needs {' '.join(missing)}: installing with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for step in (["update", "-q"], ["install", "-y", "-q", *missing]):
+            done = subprocess.run([*sudo, apt, *step], env=env, check=False)
+            if done.returncode != 0:
+                problem = f"`apt-get {' '.join(step)}` failed (exit {done.returncode})"
+                break
+    still = [pkg for tool, pkg in PEER_TOOLS.items() if shutil.which(tool) is None]
+    if not still:
+        return
+    message = (
+        f"cannot install {' '.join(still)} for the peer benchmark: "
+        f"{problem or 'apt-get ran, but they are still missing'}. "
+        f"Install them by hand: apt-get install {' '.join(still)}"
+    )
+    if os.environ.get("CI") == "true":
+        session.error(message)
+    session.warn(f"{message}. The peer benchmark will be SKIPPED.")
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     install_project(session)
+    ensure_peer_tools(session)
     env = {"PYTHONPATH": str(ROOT / "benchmarks")}
     session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs, env=env)

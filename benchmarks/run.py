@@ -69,7 +69,9 @@ def machine() -> str:
     )
 
 
-def render(rows: list[Row], modules: list[str], quick: bool) -> str:
+def render(
+    rows: list[Row], modules: list[str], quick: bool, sections: dict[str, str] | None = None
+) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmarks",
@@ -96,6 +98,11 @@ def render(rows: list[Row], modules: list[str], quick: bool) -> str:
         "",
         markdown_table(rows).rstrip("\n"),
         "",
+    ]
+    # A module may add its own section (a ``SECTION`` title and a ``section(rows)``).
+    for title, text in (sections or {}).items():
+        lines += [f"## {title}", "", text.rstrip("\n"), ""]
+    lines += [
         "## Targets",
         "",
     ]
@@ -130,12 +137,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no benchmark module matches {args.only!r}", file=sys.stderr)
         return 2
     rows: list[Row] = []
+    sections: dict[str, str] = {}
     failed: list[str] = []
     for path in paths:
         print(f"running {path.name} ...", file=sys.stderr, flush=True)
         try:
             module = load(path)
-            rows.extend(module.run(quick=args.quick))
+            own = module.run(quick=args.quick)
+            rows.extend(own)
+            if own and hasattr(module, "section"):
+                sections[module.SECTION] = module.section(own)
         except Exception:
             traceback.print_exc()
             print(f"{path.name} FAILED (see above)", file=sys.stderr)
@@ -149,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if output is None and not (args.quick or args.only or args.no_write):
         output = DOC
     if output is not None and not args.no_write:
-        output.write_text(render(rows, [p.name for p in paths], args.quick))
+        output.write_text(render(rows, [p.name for p in paths], args.quick, sections))
         print(f"wrote {output}", file=sys.stderr)
     missed = [row for row in rows if row.passed is False]
     if missed:
