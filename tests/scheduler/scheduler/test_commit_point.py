@@ -68,7 +68,8 @@ def test_a_failed_grant_leaves_memory_as_it_was(
     assert scheduler.audit.verify().ok
 
 
-@pytest.mark.parametrize("operation", ["release", "fence", "renew", "queue", "cancel"])
+# A renewal is not here: it writes nothing (test_a_renewal_commits_nothing).
+@pytest.mark.parametrize("operation", ["release", "fence", "queue", "cancel"])
 def test_a_failed_change_leaves_memory_as_it_was(
     make_scheduler: SchedulerFactory, monkeypatch: pytest.MonkeyPatch, operation: str
 ) -> None:
@@ -82,7 +83,6 @@ def test_a_failed_change_leaves_memory_as_it_was(
     calls: dict[str, Callable[[], object]] = {
         "release": lambda: scheduler.release(lease.lease_id),
         "fence": lambda: scheduler.fence(lease.lease_id),
-        "renew": lambda: scheduler.renew(lease.lease_id, lease.fencing_token),
         "queue": lambda: scheduler.acquire("c", "w", 0, 1, 5.0),
         "cancel": lambda: scheduler.cancel_ticket(ticket.ticket_id),
     }
@@ -92,6 +92,26 @@ def test_a_failed_change_leaves_memory_as_it_was(
     assert scheduler.get(lease.lease_id) == lease
     assert scheduler.manager.is_tracked(lease.lease_id)
     assert commits.count == 0
+
+
+def test_a_renewal_commits_nothing_until_the_checkpoint(
+    make_scheduler: SchedulerFactory, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
+) -> None:
+    scheduler = make_scheduler(1)
+    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    commits = _Commits(monkeypatch, scheduler)
+    commits.failing = True  # a store that refuses every write does not stop renewals
+    clock.advance(2.0)
+    renewed = scheduler.renew(lease.lease_id, lease.fencing_token)
+    assert renewed.expires_at == lease.expires_at + 2.0
+    assert scheduler.get(lease.lease_id) == renewed
+    assert commits.count == 0
+    commits.failing = False
+    assert scheduler.checkpoint() == 1  # the renewed expiry, in one change
+    assert commits.count == 1
+    assert scheduler.checkpoint() == 0  # nothing renewed since
+    store: Any = scheduler._store
+    assert store.get_lease(lease.lease_id).expires_at == renewed.expires_at
 
 
 def test_a_failed_deferral_leaves_no_pending_preemption(

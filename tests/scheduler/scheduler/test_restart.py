@@ -36,17 +36,19 @@ def test_restart_restores_everything(make_scheduler: SchedulerFactory, clock: Ma
     head_before = first.audit.head()
     first.close()
 
-    clock.advance(20.0)  # 'short' expires while the service is down
+    clock.advance(20.0)  # longer than 'short''s TTL: down past its stored expiry
     second = make_scheduler(4, max_defer=60.0)
-    assert second.get(short.lease_id).state is LeaseState.EXPIRED
+    # Renewals live in memory, so every restored ACTIVE lease gets a fresh TTL from
+    # the restart: none expires before restart time plus its TTL.
+    restored = second.get(short.lease_id)
+    assert restored.state is LeaseState.ACTIVE
+    assert restored.expires_at == 20.0 + 10.0
     kept = second.get(big.lease_id)
     assert kept.state is LeaseState.ACTIVE
-    assert kept.expires_at == 100.0  # recomputed from the wall clock
-    # The restart and the expiry-while-down are audited after everything before.
+    assert kept.expires_at == 20.0 + 100.0
+    # The restart is audited after everything before, and nothing expired at it.
     after = second.audit.records(after_seq=head_before[0])
-    assert [r.kind for r in after][:2] == ["restart", "expire"]
-    assert after[1].lease_id == short.lease_id
-    assert after[1].data["while_down"] is True
+    assert [r.kind for r in after] == ["restart"]
     # The pending preemption survived; no marker survives a restart, so it runs now.
     assert second.pending_preemption(marked.lease_id) is not None
     second.tick()
@@ -54,6 +56,9 @@ def test_restart_restores_everything(make_scheduler: SchedulerFactory, clock: Ma
     granted = second.poll(waiting.ticket_id)
     assert isinstance(granted, Lease)
     assert granted.job == "waiting"
+    clock.advance(10.0)  # now 'short''s fresh TTL runs out
+    second.tick()
+    assert second.get(short.lease_id).state is LeaseState.EXPIRED
     # Tokens never go backwards.
     again = as_lease(second.acquire("short", "w", 0, 1, 10.0))
     assert again.fencing_token == short.fencing_token + 1
@@ -135,8 +140,8 @@ def test_restart_with_a_capacity_below_a_waiting_ticket_is_refused(
         make_scheduler(2)
 
 
-@pytest.mark.parametrize("advance", [0.0, 9.5])
-def test_active_lease_keeps_its_remaining_time(
+@pytest.mark.parametrize("advance", [0.0, 9.5, 30.0])
+def test_a_restored_lease_gets_a_fresh_ttl_from_the_restart(
     make_scheduler: SchedulerFactory, clock: ManualClock, advance: float
 ) -> None:
     first = make_scheduler()
@@ -146,7 +151,7 @@ def test_active_lease_keeps_its_remaining_time(
     second = make_scheduler()
     restored = second.get(lease.lease_id)
     assert restored.state is LeaseState.ACTIVE
-    assert restored.expires_at == lease.expires_at
+    assert restored.expires_at == advance + 10.0
     with pytest.raises(FencingTokenMismatch):
         second.renew(lease.lease_id, 99)
     assert second.renew(lease.lease_id, 1).expires_at == advance + 10.0

@@ -87,6 +87,11 @@ class DictStore:
             write_change(txn, change)
         self.commits += 1
 
+    durable = True  # every commit is as durable as this dict when it returns
+
+    def wait_durable(self) -> None:
+        pass
+
     def audit_head(self) -> tuple[int, str]:
         return (self.audit[-1].seq, self.audit[-1].hash) if self.audit else (0, GENESIS_HASH)
 

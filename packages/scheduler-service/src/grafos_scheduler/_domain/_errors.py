@@ -37,6 +37,17 @@ class StoreSuperseded(StoreError):
     """
 
 
+class StoreFailed(StoreError):
+    """Making commits durable failed (an fsync): the store, and the scheduler on it,
+    stop for good.
+
+    An fsync is never retried: after a failure the kernel may already have dropped the
+    dirty pages, so a second fsync could succeed without the data being on disk. Every
+    commit that was waiting for it, and every later call, raises this error; what was
+    acknowledged before stays durable. Restart the process to recover from the file.
+    """
+
+
 class StoreConflict(StoreError):
     """The store holds another writer's change: the audit head or a fencing token
     counter is not the one the change was computed from. Nothing was written."""

@@ -6,6 +6,8 @@ monotonic times recomputed from its wall-clock ones.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
 from .._domain._clock import Clock
@@ -75,8 +77,13 @@ class ReadModel:
         holder: str | None,
         after: int | None,
         limit: int,
+        active: Mapping[int, LeaseRow],
     ) -> tuple[list[Lease], int | None]:
-        """One keyset page from the store, and the cursor of the next (None at the end)."""
+        """One keyset page from the store, and the cursor of the next (None at the end).
+
+        ``active`` is memory's ACTIVE rows: their expiries are newer than the store's
+        (renewals are checkpointed, not written one by one).
+        """
         if after is not None:
             cursor = self._store.get_lease(after)
             if cursor is None or (holder is not None and cursor.holder != holder):
@@ -87,5 +94,5 @@ class ReadModel:
             state=state, holder=holder, after=after, limit=limit + 1
         )
         more = len(rows) > limit
-        leases = [self.lease(r) for r in rows[:limit]]
+        leases = [self.lease(active.get(r.lease_id, r)) for r in rows[:limit]]
         return leases, leases[-1].lease_id if more else None

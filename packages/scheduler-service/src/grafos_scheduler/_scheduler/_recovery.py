@@ -1,9 +1,14 @@
 """Restart recovery: what a scheduler starting on a store must write and load.
 
 The store's ACTIVE leases come back with times rebased onto this process's
-monotonic clock, those that lapsed while it was down are expired, and the (re)start
-is audited: all of it one Change. A capacity too small for what the store holds is
-refused before anything is written.
+monotonic clock, and the (re)start is audited: all of it one Change. A capacity too
+small for what the store holds is refused before anything is written.
+
+Every restored ACTIVE lease gets a fresh TTL counted from the restart, as etcd's
+leases do when a leader takes over. Renewals live in memory and reach the store only
+at checkpoints, so the stored expiry may be older than the last "renewed" a holder
+was told; a fresh TTL is the only expiry that cannot cut a lease short. Fencing keeps
+the longer life harmless: a holder that is gone simply lets it expire.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from .._domain import _audit_entries as entries
 from .._domain._audit import chain
 from .._domain._change import Change
 from .._domain._errors import InvalidRequest
-from .._domain._lease import LeaseState
 from .._domain._preemption import PreemptionManager
 from .._domain._rows import LeaseRow, TicketRow
 from .._store._protocol import SchedulerStore
@@ -32,9 +36,9 @@ class Restart:
 def check_restored_capacity(
     capacity: int, rows: list[LeaseRow], tickets: list[TicketRow], wall: float
 ) -> None:
-    """Refuse a capacity below the slots the store's unexpired leases hold, or below
-    its widest pending ticket."""
-    held = sum(r.slots for r in rows if r.expires_wall > wall)
+    """Refuse a capacity below the slots the store's ACTIVE leases hold (all of them
+    come back), or below its widest pending ticket."""
+    held = sum(r.slots for r in rows)
     if held > capacity:
         raise InvalidRequest(
             f"capacity {capacity} is smaller than the {held} slots held by the "
@@ -71,22 +75,17 @@ def plan_restart(
             pending_tickets=len(tickets),
         )
     ]
-    updated: list[LeaseRow] = []
-    for row in rows:
-        if row.expires_wall <= wall:
-            updated.append(attrs.evolve(row, state=LeaseState.EXPIRED, ended_wall=wall))
-            audit.append(entries.expired(row, while_down=True))
-            continue
-        # Remaining time comes from the wall clock; the old monotonic one is void.
-        # It never exceeds a fresh TTL, whatever a clock did across the restart.
-        updated.append(
-            attrs.evolve(
-                row,
-                epoch=epoch,
-                granted_at=now - (wall - row.granted_wall),
-                expires_at=now + min(row.expires_wall - wall, row.ttl),
-            )
+    # The old monotonic readings are void; the grant time comes from the wall clock.
+    updated = [
+        attrs.evolve(
+            row,
+            epoch=epoch,
+            granted_at=now - (wall - row.granted_wall),
+            expires_at=now + row.ttl,
+            expires_wall=wall + row.ttl,
         )
+        for row in rows
+    ]
     rebased = tuple(attrs.evolve(t, requested_at=now - (wall - t.requested_wall)) for t in tickets)
     change = Change(updated_leases=tuple(updated), audit=chain(head, wall, audit))
     return Restart(change, rebased, head)

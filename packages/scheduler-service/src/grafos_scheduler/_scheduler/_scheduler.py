@@ -12,7 +12,8 @@ import logging
 import secrets
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from .._domain._audit import AuditLog
 from .._domain._change import Change
@@ -26,6 +27,7 @@ from .._domain._errors import (
     LeaseNotActive,
     NotLeaseHolder,
     SchedulerError,
+    StoreFailed,
     TicketGranted,
     UnknownLease,
     UnknownTicket,
@@ -109,8 +111,16 @@ class Scheduler:
         clock: Clock | Callable[[], float] | None = None,
         max_defer: float = 30.0,
         autostart: bool = True,
+        checkpoint_interval: float = 5.0,
     ) -> None:
         self.capacity: int = check_count(capacity, "capacity", 1)
+        if isinstance(checkpoint_interval, bool) or not 0 < checkpoint_interval <= 3600:
+            raise InvalidRequest(
+                f"checkpoint_interval {checkpoint_interval!r} is not a number of seconds "
+                "in (0, 3600]"
+            )
+        #: Seconds between checkpoints of renewed expiries (renewals live in memory).
+        self.checkpoint_interval = float(checkpoint_interval)
         self._store = store
         self._clock: Clock = as_clock(clock)
         #: The manager tracking ACTIVE leases and their non-preemptible markers
@@ -127,17 +137,69 @@ class Scheduler:
         self._book = LeaseBook(self.capacity, epoch, self.manager)
         self._read = ReadModel(store, self._clock, epoch)
         self._lock = threading.RLock()
+        self._depth = threading.local()  # how deep this thread is in _decide blocks
         self._closed = False
+        self._failed: StoreFailed | None = None
+        # Leases renewed since the last checkpoint: their expiry is only in memory.
+        self._renewed: set[int] = set()
+        self._next_checkpoint = self._clock.monotonic() + self.checkpoint_interval
         self._callbacks: dict[int, PreemptCallback] = {}
         self._due_callbacks: deque[tuple[PreemptCallback, Lease]] = deque()
         self._executor = Executor(self.tick, self._next_due, self._clock, self.manager.wake)
-        with self._lock:
+        with self._decide():
             self._recover()
         self.manager.bind(self._request_from_manager)
         if autostart:
             self.start()
 
     # -- the commit point -------------------------------------------------------------
+
+    @contextmanager
+    def _decide(self, *, wait: bool = True) -> Iterator[None]:
+        """Hold the lock to decide and commit; once it is released, wait until every
+        commit written so far is durable (group commit: the fsync happens outside
+        the lock, and one fsync serves every caller waiting for it).
+
+        So no answer leaves, and no read returns, before what it saw is durable. On
+        the way out of an error too: a refusal may reveal a change (an expiry).
+        Nested blocks wait only at the outermost one, once the lock is free.
+        """
+        depth = self._depth
+        level = getattr(depth, "level", 0)
+        depth.level = level + 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            depth.level = level
+            if level == 0 and wait:
+                self._wait_durable()
+
+    def _wait_durable(self) -> None:
+        store = self._store
+        if store.durable:
+            return
+        try:
+            store.wait_durable()
+        except StoreFailed as exc:
+            self._failed = exc
+            self.manager.wake.set()
+            raise
+
+    @property
+    def durable(self) -> bool:
+        """True when nothing this scheduler wrote is still waiting for its fsync."""
+        return self._store.durable
+
+    def wait_durable(self) -> None:
+        """Return once everything written so far is durable; :class:`StoreFailed` if
+        making it durable failed (the scheduler then refuses every call)."""
+        self._wait_durable()
+
+    @property
+    def failed(self) -> StoreFailed | None:
+        """The failed fsync that stopped this scheduler, or None."""
+        return self._failed
 
     def _commit(self, change: Change) -> None:
         """Write ``change`` in one store transaction, then apply it to memory.
@@ -149,6 +211,32 @@ class Scheduler:
         for row in change.updated_leases:
             if row.state is not LeaseState.ACTIVE:
                 self._ended(row)
+
+    def _checkpoint_locked(self) -> int:
+        """Write the expiries renewals left only in memory; not audited."""
+        self._next_checkpoint = self._clock.monotonic() + self.checkpoint_interval
+        renewed, self._renewed = self._renewed, set()
+        active = self._book.active
+        rows = tuple(active[i] for i in renewed if i in active)
+        if not rows:
+            return 0
+        try:
+            self._commit(Change(updated_leases=rows))
+        except BaseException:
+            self._renewed |= renewed
+            raise
+        return len(rows)
+
+    def checkpoint(self) -> int:
+        """Write the renewed leases' expiries now; returns how many were written.
+
+        The executor does this every :attr:`checkpoint_interval` seconds. It keeps the
+        file's view of each lease (``leases list --db``) close to memory's; a restart
+        does not depend on it (every restored ACTIVE lease gets a fresh TTL).
+        """
+        with self._decide():
+            self._check_open()
+            return self._checkpoint_locked()
 
     def _ended(self, row: LeaseRow) -> None:
         callback = self._callbacks.pop(row.lease_id, None)
@@ -179,19 +267,31 @@ class Scheduler:
 
     def start(self) -> None:
         """Start the executor thread: expiry, due preemptions, preemption callbacks."""
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._executor.start()
 
     def close(self) -> None:
-        """Stop the executor and close the store; idempotent."""
+        """Checkpoint the renewed expiries, stop the executor, close the store;
+        idempotent."""
         with self._lock:
             if self._closed:
                 return
+            if self._failed is None:
+                try:
+                    self._checkpoint_locked()
+                except SchedulerError:
+                    _log.exception("the last checkpoint of renewed leases failed")
             self._closed = True
         self._executor.stop()
-        with self._lock:
-            self._store.close()
+        try:
+            if self._failed is None:
+                self._store.wait_durable()
+        except StoreFailed:
+            _log.exception("the last commits could not be made durable")
+        finally:
+            with self._lock:
+                self._store.close()
 
     def __enter__(self) -> Scheduler:
         return self
@@ -215,6 +315,8 @@ class Scheduler:
         return self._book.active
 
     def _check_open(self) -> None:
+        if self._failed is not None:
+            raise self._failed
         if self._closed:
             raise SchedulerError("the scheduler is closed")
 
@@ -231,10 +333,12 @@ class Scheduler:
 
         The executor thread calls this; tests with a ManualClock call it by hand.
         """
-        with self._lock:
-            if self._closed:
+        with self._decide():
+            if self._closed or self._failed is not None:
                 return
             self._expire_due_locked()
+            if self._clock.monotonic() >= self._next_checkpoint:
+                self._checkpoint_locked()
             failure: Exception | None = None
             for due in self.manager.take_due():
                 # Each due preemption on its own: a failed one is handed back to the
@@ -476,7 +580,7 @@ class Scheduler:
         ttl = check_ttl(ttl)
         if slots > self.capacity:
             raise CapacityExceeded(slots, self.capacity)
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._expire_due_locked()
             book = self._book
@@ -517,7 +621,7 @@ class Scheduler:
         """
         check_id(ticket_id, "ticket id")
         _check_holder(holder)
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._ticket_holder_check(ticket_id, holder)
             self._expire_due_locked()
@@ -543,7 +647,7 @@ class Scheduler:
         """
         check_id(ticket_id, "ticket id")
         _check_holder(holder)
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._ticket_holder_check(ticket_id, holder)
             row = self._book.tickets.get(ticket_id)
@@ -574,7 +678,11 @@ class Scheduler:
         if fencing_token != row.fencing_token:
             raise FencingTokenMismatch(lease_id, row.fencing_token, fencing_token)
         change = self._book.renew(row, now, wall)
-        self._commit(change)
+        # In memory only, as etcd keeps its keepalives: nothing durable per renewal.
+        # The executor checkpoints the new expiries, and a restart gives every ACTIVE
+        # lease a fresh TTL, so no holder told "renewed" loses its lease early.
+        self._book.apply(change)
+        self._renewed.add(lease_id)
         if reported is not None:
             self.manager.report_reasons(lease_id, reported)
         return self._read.lease(change.updated_leases[0])
@@ -593,13 +701,14 @@ class Scheduler:
         report and defers preemption like a local marker. It never stops expiry.
         Raises LeaseExpired, LeaseNotActive, FencingTokenMismatch or UnknownLease,
         and NotLeaseHolder if ``holder`` is given and is not the lease's.
-        Renewals are persisted, not audited one by one.
+        Renewals live in memory: they are checkpointed every
+        :attr:`checkpoint_interval` seconds and never audited one by one.
         """
         check_id(lease_id)
         check_token(fencing_token)
         reported = _check_reasons(reasons)
         _check_holder(holder)
-        with self._lock:
+        with self._decide():
             return self._renew_locked(lease_id, fencing_token, reported, holder)
 
     def renew_lease(
@@ -609,17 +718,23 @@ class Scheduler:
         *,
         reasons: Iterable[NonPreemptibleReason] | None = None,
         holder: str | None = None,
+        wait: bool = True,
     ) -> Renewal:
         """:meth:`renew`, and the lease's pending preemption, read under one lock.
 
         The same checks and errors as :meth:`renew`. ``Renewal.pending`` is the
         deferred preemption the holder must act on, or None.
+
+        A renewal writes nothing durable, but its answer may reveal a change that is
+        not durable yet (an expiry, a pending preemption). With ``wait=False`` the
+        call does not wait for those: the caller must, before it answers, whenever
+        :attr:`durable` is False (an event loop does so off its thread).
         """
         check_id(lease_id)
         check_token(fencing_token)
         reported = _check_reasons(reasons)
         _check_holder(holder)
-        with self._lock:
+        with self._decide(wait=wait):
             lease = self._renew_locked(lease_id, fencing_token, reported, holder)
             return Renewal(lease, self.manager.pending(lease_id))
 
@@ -630,7 +745,7 @@ class Scheduler:
         """
         check_id(lease_id)
         _check_holder(holder)
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._lease_row(lease_id, holder)
             self._expire_due_locked()
@@ -643,7 +758,7 @@ class Scheduler:
     def fence(self, lease_id: int) -> Lease:
         """The operator's revoke: end a lease as FENCED and free its slots."""
         check_id(lease_id)
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._expire_due_locked()
             row = self._active_row(lease_id)
@@ -662,7 +777,7 @@ class Scheduler:
         """
         check_id(lease_id)
         _check_holder(holder)
-        with self._lock:
+        with self._decide():
             self._check_open()
             row = self._lease_row(lease_id, holder)
             lease = self._read.lease_as_of(row, self._clock.monotonic())
@@ -679,7 +794,7 @@ class Scheduler:
         """
         if state is not None and not isinstance(state, LeaseState):
             raise InvalidRequest(f"state {state!r} is not a LeaseState")
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._expire_due_locked()
             if state is LeaseState.ACTIVE:
@@ -687,7 +802,9 @@ class Scheduler:
                 return [self._read.lease(r) for r in rows]
             active = dict(self._book.active)
         # Active rows in memory equal the stored ones (each change commits first).
-        return [self._read.lease(active.get(r.lease_id, r)) for r in self._store.list_leases(state)]
+        rows = self._store.list_leases(state)
+        self._wait_durable()  # the read may have seen commits written after the lock
+        return [self._read.lease(active.get(r.lease_id, r)) for r in rows]
 
     def lease_page(
         self,
@@ -713,10 +830,14 @@ class Scheduler:
         if after is not None:
             check_id(after, "after")
         check_count(limit, "limit", 1, MAX_LEASE_PAGE)
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._expire_due_locked()
-        return self._read.page(state=state, holder=holder, after=after, limit=limit)
+        page = self._read.page(
+            state=state, holder=holder, after=after, limit=limit, active=self._book.active
+        )
+        self._wait_durable()  # the read may have seen commits written after the lock
+        return page
 
     def lease_counts(self) -> dict[LeaseState, int]:
         """How many leases are in each state (every state, zeros included).
@@ -724,15 +845,16 @@ class Scheduler:
         An aggregate on the store (no lease is read) taken outside the scheduler's
         lock, which is held only to expire what is due first: for ``/metrics``.
         """
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._expire_due_locked()
         counts = self._store.count_leases_by_state()
+        self._wait_durable()
         return {state: counts.get(state, 0) for state in LeaseState}
 
     def tickets(self) -> list[Ticket]:
         """Pending tickets, in the order they will be granted."""
-        with self._lock:
+        with self._decide():
             self._check_open()
             book = self._book
             return [self._read.ticket(book.tickets[i]) for i in book.ticket_ids()]
@@ -740,7 +862,7 @@ class Scheduler:
     @property
     def used_slots(self) -> int:
         """Slots held by ACTIVE leases."""
-        with self._lock:
+        with self._decide():
             return self._book.used
 
     def _request_from_manager(self, lease_id: int, cause: str) -> PreemptionDecision:
@@ -759,7 +881,7 @@ class Scheduler:
         """
         check_id(lease_id)
         check_cause(cause)
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._expire_due_locked()
             row = self._book.active.get(lease_id)
@@ -787,7 +909,7 @@ class Scheduler:
         check_id(lease_id)
         if not callable(callback):
             raise InvalidRequest(f"callback {callback!r} is not callable")
-        with self._lock:
+        with self._decide():
             self._check_open()
             self._active_row(lease_id)
             self._callbacks[lease_id] = callback

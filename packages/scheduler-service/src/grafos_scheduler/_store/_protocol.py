@@ -119,12 +119,28 @@ class SchedulerStore(Protocol):
     """
 
     def commit(self, change: Change) -> None:
-        """Write ``change`` in one atomic, durable transaction, or nothing.
+        """Write ``change`` in one atomic transaction, or nothing.
 
-        Returns once the change is durable. Raises :class:`StoreConflict` if the
-        audit head or a fencing token counter is not what the change expects (see
-        :func:`write_change`), and :class:`StoreError` on any other failure; in both
-        cases nothing was written.
+        Returns once the change is written and visible to this store's reads; it is
+        durable once :meth:`wait_durable` returns (a store may group many commits
+        into one fsync). Raises :class:`StoreConflict` if the audit head or a fencing
+        token counter is not what the change expects (see :func:`write_change`),
+        :class:`StoreFailed` once making commits durable has failed, and
+        :class:`StoreError` on any other failure; in each case nothing was written.
+        """
+        ...
+
+    @property
+    def durable(self) -> bool:
+        """True when every commit written so far is durable (a cheap check)."""
+        ...
+
+    def wait_durable(self) -> None:
+        """Return once every commit written before the call is durable.
+
+        Called outside the scheduler's lock; one fsync may serve many callers. A
+        store whose commits are durable when :meth:`commit` returns returns at once.
+        Raises :class:`StoreFailed` if it cannot: the store is then unusable.
         """
         ...
 

@@ -14,10 +14,17 @@ from typing import IO, Any
 
 from .._domain._audit import GENESIS_HASH, AuditRecord
 from .._domain._change import Change
-from .._domain._errors import SchedulerError, StoreClosed, StoreError, StoreSuperseded
+from .._domain._errors import (
+    SchedulerError,
+    StoreClosed,
+    StoreError,
+    StoreFailed,
+    StoreSuperseded,
+)
 from .._domain._ids import id_from_hex, id_hex
 from .._domain._lease import LeaseState
 from .._domain._rows import LeaseRow, TicketRow
+from .._store._group_sync import GroupSync
 from .._store._protocol import write_change
 
 SCHEMA_VERSION = "1"
@@ -147,7 +154,7 @@ _SELECT_PAGE = {
 }
 
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosed", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosed", "StoreError", "StoreFailed"]
 
 try:
     import fcntl
@@ -370,11 +377,15 @@ class _SqliteTransaction:
 class SqliteStore:
     """The embedded SchedulerStore: one SQLite file in WAL mode.
 
-    Writes run in ``BEGIN IMMEDIATE`` transactions with ``synchronous=FULL``, so a
-    committed grant survives power loss, and with a busy timeout, so another
-    connection holding the write lock delays rather than fails a write. One
-    connection is shared under a lock, which makes the store thread-safe. Pass
-    ``":memory:"`` for a throwaway store (nothing survives ``close()``).
+    Writes run in ``BEGIN IMMEDIATE`` transactions with a busy timeout, so another
+    connection holding the write lock delays rather than fails a write. They are
+    group-committed: a commit writes its WAL frames without waiting for the disk
+    (``synchronous=NORMAL``), and :meth:`wait_durable` fsyncs the WAL once for every
+    commit written before it (see ``_group_sync``), so a grant acknowledged after
+    ``wait_durable`` survives power loss. A failed fsync stops the store for good
+    (:class:`StoreFailed`). One connection is shared under a lock, which makes the
+    store thread-safe. Pass ``":memory:"`` for a throwaway store (nothing survives
+    ``close()``, and nothing is synced).
 
     One scheduler per file: the scheduler keeps the ACTIVE leases in memory. A store
     that writes holds an exclusive lock on ``<path>.lock`` until it is closed, and a second store on
@@ -399,6 +410,8 @@ class SqliteStore:
         """
         self._path = os.fspath(path)
         self._lock = threading.RLock()
+        self._wal_fd: int | None = None
+        self._sync = GroupSync(self._fsync_wal, self._path)
         self._in_transaction = False
         # The owner lock is taken by the first write transaction, so that read-only
         # users (``audit verify``, ``leases list``) can open a store a scheduler owns.
@@ -436,9 +449,13 @@ class SqliteStore:
             return
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # FULL: the WAL is fsynced at every commit; an acknowledged grant is durable.
-            conn.execute("PRAGMA synchronous = FULL")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # NORMAL in WAL mode: a commit does not fsync; wait_durable() does, once
+            # for every commit written before it. (Checkpoints still sync the WAL
+            # before copying it into the database, and the database after.)
+            conn.execute(
+                "PRAGMA synchronous = NORMAL" if mode == "wal" else "PRAGMA synchronous = FULL"
+            )
             conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -453,16 +470,71 @@ class SqliteStore:
                     f"store {self._path!r} has schema version {row[0]!r}, expected {SCHEMA_VERSION}"
                 )
             conn.execute("COMMIT")
+            if mode == "wal":
+                self._open_wal()
+                self._sync.wrote()  # the schema, if it was new, is durable before use
         except BaseException as exc:
             try:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             finally:
                 conn.close()
+                self._close_wal()
             if isinstance(exc, sqlite3.Error):
                 raise _store_error(self._path, exc) from exc
             raise
         self._conn = conn
+        self.wait_durable()
+
+    # -- durability: the group fsync of the WAL ------------------------------------
+
+    def _open_wal(self) -> None:
+        wal = self._path + "-wal"
+        self._wal_fd = os.open(wal, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # The WAL file's name must survive a crash too: sync its directory once.
+        directory = os.open(os.path.dirname(os.path.abspath(wal)), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _close_wal(self) -> None:
+        fd, self._wal_fd = self._wal_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _fsync_wal(self) -> None:
+        """fsync the WAL file (GroupSync calls it outside every lock)."""
+        fd = self._wal_fd
+        if fd is None:
+            return  # an in-memory database: nothing to sync
+        try:
+            same = os.stat(self._path + "-wal").st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            # SQLite removed and recreated the WAL (it does when a last connection
+            # closes): the old one was checkpointed and synced; sync the new one.
+            with self._lock:
+                self._close_wal()
+                self._open_wal()
+                fd = self._wal_fd
+            assert fd is not None
+        os.fsync(fd)
+
+    @property
+    def durable(self) -> bool:
+        """True when every commit written so far is durable (nothing waits for an fsync)."""
+        return self._sync.durable
+
+    def wait_durable(self) -> None:
+        """Return once every commit written before this call is durable.
+
+        One fsync serves every commit waiting for it. Call it outside any lock that
+        other writers need. Raises :class:`StoreFailed` if that fsync failed; the
+        store then refuses every further write.
+        """
+        self._sync.wait()
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
         tables = {
@@ -533,6 +605,7 @@ class SqliteStore:
             conn = self._connection()
             if self._in_transaction:
                 raise SchedulerError(f"store {self._path!r}: transactions do not nest")
+            self._sync.check()
             self._own()
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -561,6 +634,7 @@ class SqliteStore:
                 if isinstance(exc, sqlite3.Error):
                     raise _store_error(self._path, exc) from exc
                 raise
+            self._sync.wrote()
 
     def commit(self, change: Change) -> None:
         """Write ``change`` in one ``BEGIN IMMEDIATE`` transaction (see SchedulerStore)."""
@@ -681,6 +755,7 @@ class SqliteStore:
                 if conn is not None:
                     conn.close()
             finally:
+                self._close_wal()
                 self._release_owner()
 
     def __enter__(self) -> SqliteStore:
