@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 
 from .._domain._clock import Clock
-from .._domain._errors import StoreSuperseded
+from .._domain._errors import StoreFailed, StoreSuperseded
 
 _log = logging.getLogger("grafos_scheduler")
 
@@ -75,6 +75,10 @@ class Executor:
             except StoreSuperseded:
                 # A newer scheduler owns the database now: this one must stop writing.
                 _log.warning("the store was taken over by a newer scheduler; executor stops")
+                return
+            except StoreFailed:
+                # Making commits durable failed; nothing may be written any more.
+                _log.critical("the store failed to make commits durable; executor stops")
                 return
             except Exception:
                 # A store error must not kill the executor; it retries on the next wake.
