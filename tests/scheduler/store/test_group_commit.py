@@ -94,7 +94,7 @@ def test_a_grant_is_not_answered_until_its_commit_is_durable(
     assert thread.is_alive(), "the grant answered before its commit was durable"
     assert not out
     # The decision is made, the lock is free: other work goes on meanwhile.
-    assert not store.durable
+    assert not sched.durable
     fsync.gate.set()
     thread.join(5)
     lease = _lease(out[0])
@@ -137,8 +137,12 @@ def test_one_fsync_serves_every_commit_waiting_for_it(
     fsync.gate.clear()
     first, first_out = _in_thread(lambda: sched.acquire("first", "w", 0, 1, 30.0))
     assert fsync.entered.wait(5)
+
     # While the first fsync is held, 16 more grants are decided and written.
-    others = [_in_thread(lambda i=i: sched.acquire(f"j{i}", "w", 0, 1, 30.0)) for i in range(16)]
+    def grant(i: int) -> Callable[[], Lease | Ticket]:
+        return lambda: sched.acquire(f"j{i}", "w", 0, 1, 30.0)
+
+    others = [_in_thread(grant(i)) for i in range(16)]
     give_up = time.monotonic() + 5
     while len(sched._book.active) < 17 and time.monotonic() < give_up:
         time.sleep(0.01)
