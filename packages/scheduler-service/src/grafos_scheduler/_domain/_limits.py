@@ -32,6 +32,9 @@ MAX_SLOTS = 1_000_000
 #: Fencing tokens are stored as signed 64-bit integers.
 MAX_FENCING_TOKEN = 2**63 - 1
 
+# One batch renewal (POST /v1/renewals) renews at most this many leases.
+MAX_BATCH_RENEWALS = 1000
+
 
 def check_name(value: object, what: str) -> str:
     """Return a job or holder name that meets :data:`NAME_PATTERN`, else InvalidRequest."""

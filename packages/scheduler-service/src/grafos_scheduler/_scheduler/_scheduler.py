@@ -12,7 +12,7 @@ import logging
 import secrets
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from .._domain._audit import AuditLog
@@ -36,6 +36,7 @@ from .._domain._ids import check_id, id_hex, new_id
 from .._domain._lease import Lease, LeaseState, Ticket
 from .._domain._lease_book import LeaseBook
 from .._domain._limits import (
+    MAX_BATCH_RENEWALS,
     check_cause,
     check_count,
     check_name,
@@ -564,14 +565,16 @@ class Scheduler:
     # -- public operations -----------------------------------------------------------
 
     def acquire(
-        self, job: str, holder: str, priority: int, slots: int, ttl: float
+        self, job: str, holder: str, priority: int, slots: int, ttl: float, *, wait: bool = True
     ) -> Lease | Ticket:
         """Grant a lease now, or queue a Ticket and start preempting lower priorities.
 
         Raises CapacityExceeded when ``slots`` exceeds the whole capacity,
         JobAlreadyLeased when the job holds an ACTIVE lease or a pending ticket, and
         InvalidRequest for bad arguments. A queued request that can be served at once
-        by preempting unmarked victims returns the granted Lease.
+        by preempting unmarked victims returns the granted Lease. ``wait=False``: the
+        call returns once the grant is decided and written; the caller must wait for
+        :attr:`durable` (:meth:`wait_durable`) before it answers anyone.
         """
         check_name(job, "job")
         check_name(holder, "holder")
@@ -580,7 +583,7 @@ class Scheduler:
         ttl = check_ttl(ttl)
         if slots > self.capacity:
             raise CapacityExceeded(slots, self.capacity)
-        with self._decide():
+        with self._decide(wait=wait):
             self._check_open()
             self._expire_due_locked()
             book = self._book
@@ -738,14 +741,69 @@ class Scheduler:
             lease = self._renew_locked(lease_id, fencing_token, reported, holder)
             return Renewal(lease, self.manager.pending(lease_id))
 
-    def release(self, lease_id: int, *, holder: str | None = None) -> Lease:
+    def renew_many(
+        self,
+        renewals: Sequence[tuple[int, int, Iterable[NonPreemptibleReason] | None]],
+        *,
+        holder: str | None = None,
+        wait: bool = True,
+    ) -> list[Renewal | SchedulerError]:
+        """Renew many leases under one lock: ``(lease_id, fencing_token, reasons)`` each.
+
+        Returns one result per entry, in order: the :class:`Renewal`, or the
+        :class:`SchedulerError` that entry alone raised (exactly what :meth:`renew_lease`
+        would raise for it, :class:`NotLeaseHolder` included, checked per lease). One
+        bad entry never fails the others. 1 to :data:`MAX_BATCH_RENEWALS` entries;
+        ``wait`` as for :meth:`renew_lease`.
+        """
+        kind: object = renewals  # checked at run time, whatever the annotation says
+        if isinstance(kind, str | bytes) or not isinstance(kind, Sequence):
+            raise InvalidRequest(f"renewals {renewals!r} is not a sequence of entries")
+        if not 1 <= len(renewals) <= MAX_BATCH_RENEWALS:
+            raise InvalidRequest(
+                f"a batch renewal takes 1 to {MAX_BATCH_RENEWALS} leases, not {len(renewals)}"
+            )
+        _check_holder(holder)
+        checked: list[tuple[int, int, frozenset[NonPreemptibleReason] | None] | SchedulerError]
+        checked = []
+        for entry in renewals:
+            try:
+                lease_id, token, reasons = entry
+                checked.append((check_id(lease_id), check_token(token), _check_reasons(reasons)))
+            except SchedulerError as exc:
+                checked.append(exc)
+            except (TypeError, ValueError):
+                checked.append(
+                    InvalidRequest(f"entry {entry!r} is not (lease_id, fencing_token, reasons)")
+                )
+        results: list[Renewal | SchedulerError] = []
+        with self._decide(wait=wait):
+            self._check_open()
+            manager = self.manager
+            for item in checked:
+                if isinstance(item, SchedulerError):
+                    results.append(item)
+                    continue
+                lease_id, token, reported = item
+                try:
+                    lease = self._renew_locked(lease_id, token, reported, holder)
+                except SchedulerError as exc:
+                    if isinstance(exc, StoreFailed):
+                        raise
+                    results.append(exc)
+                else:
+                    results.append(Renewal(lease, manager.pending(lease_id)))
+        return results
+
+    def release(self, lease_id: int, *, holder: str | None = None, wait: bool = True) -> Lease:
         """End a lease as RELEASED and free its slots (queued tickets may be granted).
 
         With ``holder``, a lease of another holder raises :class:`NotLeaseHolder`.
+        ``wait=False``: the caller waits for :attr:`durable` before it answers.
         """
         check_id(lease_id)
         _check_holder(holder)
-        with self._decide():
+        with self._decide(wait=wait):
             self._check_open()
             self._lease_row(lease_id, holder)
             self._expire_due_locked()
