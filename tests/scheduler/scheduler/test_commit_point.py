@@ -98,7 +98,7 @@ def test_a_renewal_commits_nothing_until_the_checkpoint(
     make_scheduler: SchedulerFactory, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
 ) -> None:
     scheduler = make_scheduler(1)
-    lease = _lease(scheduler.acquire("a", "w", 0, 1, 5.0))
+    lease = as_lease(scheduler.acquire("a", "w", 0, 1, 5.0))
     commits = _Commits(monkeypatch, scheduler)
     commits.failing = True  # a store that refuses every write does not stop renewals
     clock.advance(2.0)
@@ -110,8 +110,7 @@ def test_a_renewal_commits_nothing_until_the_checkpoint(
     assert scheduler.checkpoint() == 1  # the renewed expiry, in one change
     assert commits.count == 1
     assert scheduler.checkpoint() == 0  # nothing renewed since
-    store: Any = scheduler._store
-    assert store.get_lease(lease.lease_id).expires_at == renewed.expires_at
+    assert store_of(scheduler).get_lease(lease.lease_id).expires_at == renewed.expires_at
 
 
 def test_a_failed_deferral_leaves_no_pending_preemption(

@@ -28,6 +28,7 @@ from grafos_scheduler import (
     Ticket,
 )
 from grafos_scheduler._domain._errors import StoreFailed
+from support.internals import book_of
 
 
 class HeldFsync:
@@ -144,9 +145,9 @@ def test_one_fsync_serves_every_commit_waiting_for_it(
 
     others = [_in_thread(grant(i)) for i in range(16)]
     give_up = time.monotonic() + 5
-    while len(sched._book.active) < 17 and time.monotonic() < give_up:
+    while len(book_of(sched).active) < 17 and time.monotonic() < give_up:
         time.sleep(0.01)
-    assert len(sched._book.active) == 17, "grants were decided while the fsync was held"
+    assert len(book_of(sched).active) == 17, "grants were decided while the fsync was held"
     fsync.gate.set()
     for thread, _ in [(first, first_out), *others]:
         thread.join(5)

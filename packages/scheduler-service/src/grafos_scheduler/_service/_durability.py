@@ -1,0 +1,84 @@
+"""``DurabilityWaiter``: the event loop waits for group commit without a thread per request.
+
+A handler decides in the scheduler (``wait=False``: the change is written, not yet
+durable), then ``await waiter.wait()`` before it answers. When nothing is waiting for
+an fsync that returns at once. Otherwise the request's future joins a list, and one
+thread makes everything written so far durable (one group fsync) and settles every
+future on the list: no answer leaves before its change is durable, and no request
+hops to a worker thread to wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+from .._domain._errors import StoreFailed
+from .._scheduler._scheduler import Scheduler
+
+__all__ = ["DurabilityWaiter"]
+
+
+def _settle(future: asyncio.Future[None], failure: BaseException | None) -> None:
+    if future.done():
+        return  # the request was cancelled (its client went away)
+    if failure is None:
+        future.set_result(None)
+    else:
+        future.set_exception(failure)
+
+
+class DurabilityWaiter:
+    """Futures that resolve once the scheduler's writes before them are durable."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    async def wait(self) -> None:
+        """Return once everything the scheduler wrote before this call is durable.
+
+        Raises :class:`StoreFailed` if making it durable failed.
+        """
+        scheduler = self._scheduler
+        if scheduler.durable:
+            failed = scheduler.failed
+            if failed is not None:
+                raise failed
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._waiting.append((loop, future))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="grafos-durability", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+        await future
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                batch, self._waiting = self._waiting, []
+            if not batch:
+                continue
+            failure: BaseException | None = None
+            try:
+                # Everything those requests wrote was written before they queued.
+                self._scheduler.wait_durable()
+            except StoreFailed as exc:
+                failure = exc
+            except BaseException as exc:  # settle every request, whatever happened
+                failure = exc
+            for loop, future in batch:
+                # RuntimeError: that loop has closed, and nobody waits on it any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, future, failure)
