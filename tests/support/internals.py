@@ -45,9 +45,12 @@ from grafos_scheduler._wire._models import (
     FieldError,
     PreemptRequest,
     ReasonName,
+    RenewalEntry,
+    RenewalsRequest,
     RenewRequest,
     parse_body,
     parse_id,
+    parse_renewals,
 )
 
 
@@ -71,6 +74,11 @@ def active_row(scheduler: Scheduler, lease_id: int) -> Any:
     return scheduler._active[lease_id]
 
 
+def wal_sync_of(store: Any) -> Any:
+    """A SqliteStore's group sync: durability tests hold back or fail its WAL fsync."""
+    return store._sync
+
+
 __all__ = [
     "GENESIS_HASH",
     "ID_PATTERN",
@@ -83,6 +91,8 @@ __all__ = [
     "PreemptRequest",
     "ReasonName",
     "RenewRequest",
+    "RenewalEntry",
+    "RenewalsRequest",
     "WorkerSpec",
     "active_row",
     "audit_entries",
@@ -99,10 +109,12 @@ __all__ = [
     "new_id",
     "parse_body",
     "parse_id",
+    "parse_renewals",
     "policy",
     "request_schema",
     "run_demo",
     "store_of",
     "verify_records",
+    "wal_sync_of",
     "wire_models",
 ]

@@ -313,6 +313,7 @@ class WorkerAgent:
             # An answer after the lease ran out is no use: wait no longer than that.
             timeout = max(0.05, remaining - min(0.25, remaining / 4))
             try:
+                # The renewals of every agent on this client share one request.
                 answer = self.client.renew(
                     lease.lease_id, lease.fencing_token, self.reasons(), timeout=timeout
                 )

@@ -7,7 +7,9 @@ message and field. The token goes into the ``Authorization`` header only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -96,6 +98,83 @@ def _id(value: int | str) -> str:
     return format_id(value) if isinstance(value, int) else value
 
 
+def _entry_error(item: dict[str, Any]) -> ServiceError:
+    status = int(item.get("status", 0))
+    kind = _BY_STATUS.get(status, ServiceUnavailable if status >= 500 else ServiceError)
+    return kind(status, str(item.get("error")), str(item.get("message")), item.get("field"))
+
+
+#: One renewal of a batch: (lease id, fencing token, in-flight reasons).
+RenewalEntry = tuple[int | str, int, Iterable[str]]
+
+_UNSET: Any = object()
+_MAX_BATCH = 1000
+
+
+class _Waiting:
+    __slots__ = ("entry", "result", "timeout")
+
+    def __init__(self, entry: RenewalEntry, timeout: float | None) -> None:
+        self.entry = entry
+        self.timeout = timeout
+        self.result: RenewResult | BaseException = _UNSET
+
+
+class _SharedRenewals:
+    """Every thread's renewals on one client share requests (leader and followers).
+
+    A renewal joins the queue. If no batch is in flight, its thread sends the whole
+    queue as one ``POST /v1/renewals``; renewals queued meanwhile go in the next one,
+    sent by one of their own threads. No renewal waits for a timer: under load they
+    simply come in groups, as commits do in a group commit.
+    """
+
+    def __init__(self, client: SchedulerClient) -> None:
+        self._client = client
+        self._cond = threading.Condition()
+        self._queue: list[_Waiting] = []
+        self._sending = False
+
+    def renew(self, entry: RenewalEntry, timeout: float | None) -> RenewResult:
+        me = _Waiting(entry, timeout)
+        give_up = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._queue.append(me)
+        while True:
+            with self._cond:
+                while me.result is _UNSET and self._sending:
+                    left = None if give_up is None else give_up - time.monotonic()
+                    if left is not None and left <= 0:
+                        if me in self._queue:
+                            self._queue.remove(me)
+                        raise ServiceUnavailable(0, "timeout", "the shared renewal timed out")
+                    self._cond.wait(left)
+                if me.result is not _UNSET:
+                    break
+                self._sending = True
+                batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            self._send(batch)
+        if isinstance(me.result, BaseException):
+            raise me.result
+        return me.result
+
+    def _send(self, batch: list[_Waiting]) -> None:
+        timeouts = [w.timeout for w in batch if w.timeout is not None]
+        results: list[RenewResult | ServiceError] | None = None
+        failure: BaseException | None = None
+        try:
+            results = self._client.renew_many(
+                [w.entry for w in batch], timeout=min(timeouts) if timeouts else None
+            )
+        except BaseException as exc:  # every waiter gets it; none is left hanging
+            failure = exc
+        with self._cond:
+            for i, waiting in enumerate(batch):
+                waiting.result = failure if results is None else results[i]  # type: ignore[assignment]
+            self._sending = False
+            self._cond.notify_all()
+
+
 class SchedulerClient:
     """A synchronous client of the v1 API; thread-safe (one pooled httpx client).
 
@@ -117,6 +196,7 @@ class SchedulerClient:
             timeout=timeout,
             transport=transport,
         )
+        self._shared = _SharedRenewals(self)
 
     def __repr__(self) -> str:  # never show the token
         return f"SchedulerClient({self.base_url!r})"
@@ -187,14 +267,40 @@ class SchedulerClient:
     ) -> RenewResult:
         """Extend a lease, reporting the in-flight reasons (replacing the last report).
 
+        The renewal is sent with every other thread's renewals on this client, as one
+        ``POST /v1/renewals`` (:meth:`renew_many`): a host with many leases, one agent
+        each, pays one request for all the renewals that are due together. It raises
+        what a single renew of the lease would (``LeaseGone``, ``TokenConflict``, ...).
         ``timeout`` overrides the client's timeout for this call (the agent caps it at
         the time left on the lease).
         """
-        body = {"fencing_token": fencing_token, "reasons": sorted(set(reasons))}
+        return self._shared.renew((lease_id, fencing_token, tuple(reasons)), timeout)
+
+    def renew_many(
+        self, renewals: Sequence[RenewalEntry], *, timeout: float | None = None
+    ) -> list[RenewResult | ServiceError]:
+        """Renew many leases in one request (``POST /v1/renewals``, 1 to 1000 entries).
+
+        Returns one result per entry, in order: the :class:`RenewResult`, or the
+        :class:`ServiceError` (``LeaseGone``, ``TokenConflict``, ...) that a single
+        renew of that lease would have raised. Raises only if the request as a whole
+        fails (unreachable, 401, a batch of 0 or more than 1000).
+        """
+        body = {
+            "leases": [
+                {"lease_id": _id(lease_id), "fencing_token": token, "reasons": sorted(set(r))}
+                for lease_id, token, r in renewals
+            ]
+        }
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        return self._call(
-            "POST", f"/v1/leases/{_id(lease_id)}/renew", RenewResult, json=body, **extra
-        )
+        answer = self._call("POST", "/v1/renewals", dict[str, Any], json=body, **extra)
+        results: list[RenewResult | ServiceError] = []
+        for item in answer["results"]:
+            if "error" in item:
+                results.append(_entry_error(item))
+            else:
+                results.append(msgspec.convert(item, RenewResult))
+        return results
 
     def release(self, lease_id: int | str) -> LeaseView:
         return self._call("POST", f"/v1/leases/{_id(lease_id)}/release", LeaseView)

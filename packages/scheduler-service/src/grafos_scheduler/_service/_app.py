@@ -8,6 +8,8 @@ fence and read the audit log (:mod:`._policy`). Every error, whatever raised it,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
@@ -20,7 +22,8 @@ from ._audit_tail import AuditLogger
 from ._auth import TokenConfig
 from ._body import parse_request_body
 from ._dashboard import dashboard_routes
-from ._errors import handle_exception
+from ._durability import DurabilityWaiter
+from ._errors import ON_STORE_FAILED, handle_exception
 from ._metrics import SchedulerMetrics
 from ._middleware import Authentication, Latency
 from ._openapi import document
@@ -28,7 +31,8 @@ from ._routes import ROUTES, ServiceContext, context_state
 
 __all__ = ["create_app"]
 
-MAX_BODY = 64 * 1024
+# A batch renewal of 1000 leases, each with both reasons, is about 100 KiB.
+MAX_BODY = 256 * 1024
 
 
 def create_app(
@@ -37,22 +41,27 @@ def create_app(
     *,
     clock: Clock | None = None,
     metrics: SchedulerMetrics | None = None,
+    on_store_failed: Callable[[], None] | None = None,
 ) -> Litestar:
     """The v1 API over ``scheduler``, authenticating with ``tokens``.
 
     ``clock`` must be the scheduler's own (to turn its monotonic times into wall times);
     by default it is the scheduler's ``clock`` attribute if it has one, else the system
-    clock. The caller starts and closes the scheduler.
+    clock. The caller starts and closes the scheduler. ``on_store_failed`` is called
+    when a request meets a failed fsync (the scheduler then refuses everything): the
+    server runner passes what stops the server.
     """
     if clock is None:
         clock = getattr(scheduler, "clock", None) or SystemClock()
     if metrics is None:
         metrics = SchedulerMetrics(scheduler)
-    context = ServiceContext(scheduler=scheduler, clock=clock, metrics=metrics)
+    context = ServiceContext(
+        scheduler=scheduler, clock=clock, metrics=metrics, durability=DurabilityWaiter(scheduler)
+    )
     audit_logger = AuditLogger(scheduler)
     app = Litestar(
         route_handlers=[*ROUTES, *dashboard_routes(scheduler)],
-        state=State(context_state(context)),
+        state=State({**context_state(context), ON_STORE_FAILED: on_store_failed}),
         on_startup=[audit_logger.start],
         on_shutdown=[audit_logger.stop],
         middleware=[DefineMiddleware(Authentication, tokens=tokens)],

@@ -14,9 +14,23 @@ from typing import Any, TypeVar
 
 from litestar import Request
 
-from .._wire._models import FieldError, escape, parse_body
+from .._wire._models import (
+    FieldError,
+    RenewalEntry,
+    RenewalsRequest,
+    escape,
+    parse_body,
+    parse_renewals,
+)
 
-__all__ = ["UnsupportedMediaType", "body_model", "body_of", "parse_request_body", "parsed_body"]
+__all__ = [
+    "UnsupportedMediaType",
+    "body_model",
+    "body_of",
+    "parse_request_body",
+    "parsed_body",
+    "parsed_renewals",
+]
 
 _M = TypeVar("_M")
 _OPT_KEY = "body"
@@ -55,6 +69,10 @@ async def parse_request_body(request: Request[Any, Any, Any]) -> None:
             raise FieldError(None, f"{request.method} {request.url.path} takes no body")
         return
     _check_utf8(raw)
+    if model is RenewalsRequest:
+        # Entry by entry: a bad entry is that entry's error, not the request's.
+        request.scope["state"][_STATE_KEY] = parse_renewals(raw)
+        return
     request.scope["state"][_STATE_KEY] = parse_body(model, raw)
 
 
@@ -79,4 +97,12 @@ def parsed_body(request: Request[Any, Any, Any], model: type[_M]) -> _M:
     body = request.scope["state"].get(_STATE_KEY)
     if not isinstance(body, model):  # a route reading a body its opt does not declare
         raise TypeError(f"{request.url.path} has no {model.__name__} body declared")
+    return body
+
+
+def parsed_renewals(request: Request[Any, Any, Any]) -> list[RenewalEntry | FieldError]:
+    """The entries of a batch renewal, each parsed or the error that refused it."""
+    body = request.scope["state"].get(_STATE_KEY)
+    if not isinstance(body, list):
+        raise TypeError(f"{request.url.path} has no batch renewal body declared")
     return body

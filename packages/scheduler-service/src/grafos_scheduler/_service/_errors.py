@@ -26,6 +26,7 @@ from .._domain._errors import (
     NotLeaseHolder,
     SchedulerError,
     StoreError,
+    StoreFailed,
     TicketGranted,
     UnknownLease,
     UnknownTicket,
@@ -36,7 +37,7 @@ from ._body import UnsupportedMediaType
 from ._events import event, logger
 from ._policy import Forbidden, JobConflict
 
-__all__ = ["error_responses", "handle_exception"]
+__all__ = ["ON_STORE_FAILED", "entry_error", "error_responses", "handle_exception"]
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> Response[Any]:
@@ -55,6 +56,9 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> Re
         media_type=MediaType.JSON,
     )
 
+
+#: The app state key of a callable that stops the server (set by whoever runs it).
+ON_STORE_FAILED = "on_store_failed"
 
 _DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (UnknownLease, 404, "unknown_lease"),
@@ -78,6 +82,25 @@ _HTTP_CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
 }
+
+
+def entry_error(principal: Principal, exc: Exception) -> ErrorBody:
+    """The error body of one entry of a batch renewal: what a single renew of that
+    lease would have answered (the refusals a renewal can meet)."""
+    if isinstance(exc, FieldError):
+        return ErrorBody(400, "invalid_request", escape(exc.message), _escaped(exc.field))
+    if isinstance(exc, NotLeaseHolder):
+        shown = format_id(exc.lease_id)
+        message = f"principal {principal.name!r} does not hold lease {shown}"
+        return ErrorBody(403, "forbidden", message)
+    for kind, status, code in _DOMAIN_ERRORS:
+        if isinstance(exc, kind):
+            return ErrorBody(status, code, escape(str(exc)))
+    return ErrorBody(409, "conflict", escape(str(exc)))
+
+
+def _escaped(field: str | None) -> str | None:
+    return None if field is None else escape(field)
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -114,6 +137,22 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         if exc.status_code in (404, 405):
             message = f"{request.method} {request.url.path}: {exc.detail}"
         return _error(exc.status_code, code, message)
+    if isinstance(exc, StoreFailed):
+        # An fsync failed: the scheduler refuses everything from now on, for good.
+        logger.critical(
+            "the store failed to make commits durable; the service stops",
+            exc_info=exc,
+            extra={"event": "store_failed"},
+        )
+        stop = request.app.state.get(ON_STORE_FAILED)
+        if callable(stop):
+            stop()
+        return _error(
+            503,
+            "store_failed",
+            "the scheduler's store failed to make a change durable; the service has stopped "
+            "and must be restarted (see the server log)",
+        )
     if isinstance(exc, StoreError):
         # The database failed (disk, lock timeout): not the client's fault, and worth
         # a retry. The path and the driver's words stay in the server log.

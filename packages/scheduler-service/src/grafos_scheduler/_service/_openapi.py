@@ -115,6 +115,11 @@ def _value_schema(hint: object) -> Schema:
     elif origin is list:
         (item,) = typing.get_args(hint)
         schema = Schema(type=OpenAPIType.ARRAY, items=_value_schema(item))
+        if meta is not None:  # an array's length: minItems and maxItems
+            schema.min_items, schema.max_items = meta.min_length, meta.max_length
+            return schema
+    elif isinstance(hint, type) and attrs.has(hint):
+        return request_schema(hint)  # a nested object, as strict as the body
     elif hint is str:
         schema = Schema(type=OpenAPIType.STRING)
     elif hint is int:

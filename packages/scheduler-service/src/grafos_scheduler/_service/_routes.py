@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-import anyio.to_thread
 import attrs
 from litestar import Request, Response, delete, get, post
 from litestar.openapi import ResponseSpec
@@ -24,6 +23,8 @@ from .._domain._errors import (
     LeaseNotActive,
 )
 from .._domain._lease import Lease, LeaseState, Ticket
+from .._domain._preemption import NonPreemptibleReason
+from .._domain._renewal import Renewal
 from .._scheduler._scheduler import MAX_LEASE_PAGE, Scheduler
 from .._wire._models import (
     ID_PATTERN,
@@ -32,6 +33,7 @@ from .._wire._models import (
     AuditHeadView,
     AuditPage,
     AuditVerificationView,
+    ErrorBody,
     FieldError,
     Health,
     LeaseList,
@@ -39,6 +41,8 @@ from .._wire._models import (
     LeaseView,
     PreemptionDecisionView,
     PreemptRequest,
+    RenewalsRequest,
+    RenewalsResult,
     RenewRequest,
     RenewResult,
     TicketView,
@@ -47,8 +51,9 @@ from .._wire._models import (
 )
 from . import _policy
 from ._auth import Principal
-from ._body import body_of, parsed_body
-from ._errors import error_responses
+from ._body import body_of, parsed_body, parsed_renewals
+from ._durability import DurabilityWaiter
+from ._errors import entry_error, error_responses
 from ._events import event
 from ._metrics import SchedulerMetrics
 from ._views import (
@@ -73,6 +78,7 @@ class ServiceContext:
     scheduler: Scheduler
     clock: Clock
     metrics: SchedulerMetrics
+    durability: DurabilityWaiter
 
     def now(self) -> Now:
         return Now.read(self.clock)
@@ -130,43 +136,25 @@ LeaseIdPath = Annotated[
     summary="Acquire a lease (201 granted, 202 pending with a ticket)",
     responses={202: ResponseSpec(AcquireResult, description="Pending: poll the ticket")}
     | error_responses(409),
-    # Litestar cannot run a sync handler in a thread when it returns a Response:
-    # this one is async and hands the scheduler call to a worker thread itself.
 )
 async def acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
-    return await anyio.to_thread.run_sync(_acquire, request)
-
-
-def _acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
+    # On the event loop: the decision is in memory and one SQLite write under the
+    # scheduler's lock; the fsync is the group's (one thread for every request), and
+    # the answer waits for it. The audit tail logs the decision (one line).
     body = parsed_body(request, AcquireRequest)
     ctx = _ctx(request)
     principal = _principal(request)
-    holder = principal.name
     try:
-        outcome = ctx.scheduler.acquire(body.job, holder, body.priority, body.slots, body.ttl)
-    except JobAlreadyLeased as exc:
-        raise _policy.job_conflict(ctx.scheduler, principal, exc) from None
+        try:
+            outcome = ctx.scheduler.acquire(
+                body.job, principal.name, body.priority, body.slots, body.ttl, wait=False
+            )
+        except JobAlreadyLeased as exc:
+            raise _policy.job_conflict(ctx.scheduler, principal, exc) from None
+    finally:
+        await ctx.durability.wait()
     result = ctx.result(outcome)
-    if isinstance(outcome, Lease):
-        event(
-            "lease_granted",
-            lease_id=format_id(outcome.lease_id),
-            job=outcome.job,
-            holder=holder,
-            fencing_token=outcome.fencing_token,
-            slots=outcome.slots,
-            priority=outcome.priority,
-        )
-        return Response(result, status_code=201)
-    event(
-        "acquire_pending",
-        ticket_id=format_id(outcome.ticket_id),
-        job=outcome.job,
-        holder=holder,
-        slots=outcome.slots,
-        priority=outcome.priority,
-    )
-    return Response(result, status_code=202)
+    return Response(result, status_code=201 if isinstance(outcome, Lease) else 202)
 
 
 @get(
@@ -193,14 +181,8 @@ def cancel_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> Ti
     principal = _principal(request)
     tid = parse_id(ticket_id, "ticket_id")
     # The holder check comes first: another worker learns nothing else of the ticket.
+    # The audit tail logs the cancellation (one line per decision).
     cancelled = ctx.scheduler.cancel_ticket(tid, holder=_policy.holder_scope(principal))
-    event(
-        "ticket_cancelled",
-        ticket_id=ticket_id,
-        job=cancelled.job,
-        holder=cancelled.holder,
-        principal=principal.name,
-    )
     return ticket_view(cancelled, ctx.now())
 
 
@@ -213,9 +195,11 @@ def cancel_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> Ti
     status_code=200,
     summary="Renew a lease and report in-flight non-preemptible reasons",
     responses=error_responses(403, 404, 409, 410),
-    sync_to_thread=True,
 )
-def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> RenewResult:
+async def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> RenewResult:
+    # In memory, on the event loop, with no thread hop. The answer may still reveal
+    # a change that is not durable yet (an expiry, a pending preemption): then it
+    # waits for the group fsync like any other answer.
     body = parsed_body(request, RenewRequest)
     ctx = _ctx(request)
     principal = _principal(request)
@@ -223,7 +207,11 @@ def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> RenewResult
     reasons = _policy.reported_reasons(principal, body.reasons)
     try:
         renewal = ctx.scheduler.renew_lease(
-            lid, body.fencing_token, reasons=reasons, holder=_policy.holder_scope(principal)
+            lid,
+            body.fencing_token,
+            reasons=reasons,
+            holder=_policy.holder_scope(principal),
+            wait=False,
         )
     except (LeaseExpired, LeaseNotActive, FencingTokenMismatch) as exc:
         event(
@@ -234,7 +222,65 @@ def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> RenewResult
             reason=type(exc).__name__,
         )
         raise
+    finally:
+        await ctx.durability.wait()
     return renew_result(renewal.lease, renewal.pending, ctx.now())
+
+
+@post(
+    "/v1/renewals",
+    opt=body_of(RenewalsRequest),
+    status_code=200,
+    summary=(
+        "Renew many leases (1 to 1000) in one request: one result per entry, in order, "
+        "each a renew's answer or that lease's error"
+    ),
+    responses=error_responses(),
+)
+async def renew_many(request: Request[Any, Any, Any]) -> RenewalsResult:
+    # Each entry is checked and authorised as a single renew would be; one bad entry
+    # is an error object in its place and never fails the others.
+    entries = parsed_renewals(request)
+    ctx = _ctx(request)
+    principal = _principal(request)
+    results: list[RenewResult | ErrorBody | None] = [None] * len(entries)
+    calls: list[tuple[int, int, list[NonPreemptibleReason]]] = []
+    slots: list[int] = []
+    for i, entry in enumerate(entries):
+        try:
+            if isinstance(entry, FieldError):
+                raise entry
+            reasons = _policy.reported_reasons(principal, entry.reasons)
+            calls.append((parse_id(entry.lease_id, "lease_id"), entry.fencing_token, reasons))
+            slots.append(i)
+        except FieldError as exc:
+            field = exc.field or ""
+            if not field.startswith("leases["):
+                field = f"leases[{i}].{field}" if field else f"leases[{i}]"
+            results[i] = entry_error(principal, FieldError(field, exc.message))
+    if calls:
+        try:
+            renewed = ctx.scheduler.renew_many(
+                calls, holder=_policy.holder_scope(principal), wait=False
+            )
+        finally:
+            await ctx.durability.wait()
+        now = ctx.now()
+        for i, outcome in zip(slots, renewed, strict=True):
+            if isinstance(outcome, Renewal):
+                results[i] = renew_result(outcome.lease, outcome.pending, now)
+            else:
+                results[i] = entry_error(principal, outcome)
+    refused = [r for r in results if isinstance(r, ErrorBody)]
+    if refused:
+        event(
+            "renewals_refused",
+            level=logging.WARNING,
+            principal=principal.name,
+            refused=len(refused),
+            of=len(results),
+        )
+    return RenewalsResult(results=[r for r in results if r is not None])
 
 
 @post(
@@ -242,20 +288,17 @@ def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> RenewResult
     status_code=200,
     summary="Release a lease",
     responses=error_responses(403, 404, 410),
-    sync_to_thread=True,
 )
-def release(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
+async def release(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
+    # As acquire: decided on the event loop, answered once durable; the audit tail
+    # logs the release (one line per decision).
     ctx = _ctx(request)
     principal = _principal(request)
     lid = parse_id(lease_id, "lease_id")
-    released = ctx.scheduler.release(lid, holder=_policy.holder_scope(principal))
-    event(
-        "lease_released",
-        lease_id=lease_id,
-        job=released.job,
-        holder=released.holder,
-        principal=principal.name,
-    )
+    try:
+        released = ctx.scheduler.release(lid, holder=_policy.holder_scope(principal), wait=False)
+    finally:
+        await ctx.durability.wait()
     return ctx.lease_view(released)
 
 
@@ -429,6 +472,7 @@ ROUTES = (
     poll_ticket,
     cancel_ticket,
     renew,
+    renew_many,
     release,
     get_lease,
     list_leases,
