@@ -324,6 +324,9 @@ def _bind(host: str, port: int) -> socket.socket:
         raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Small answers must not wait for Nagle; accepted sockets inherit the option.
+        if family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(address)
         sock.listen(2048)
     except OSError as exc:
@@ -347,7 +350,13 @@ def _serve_on(args: argparse.Namespace, tokens: Any, sock: socket.socket) -> int
         raise UsageError(str(exc)) from None
     with scheduler:
         scheduler.start()
-        app = create_app(scheduler, tokens)
+        stop: list[uvicorn.Server] = []  # the server, once it exists
+
+        def stop_serving() -> None:
+            for server in stop:
+                server.should_exit = True  # a failed fsync: the scheduler refuses all
+
+        app = create_app(scheduler, tokens, on_store_failed=stop_serving)
         logging.getLogger("grafos_scheduler.http").info(
             "serving",
             extra={
@@ -360,9 +369,15 @@ def _serve_on(args: argparse.Namespace, tokens: Any, sock: socket.socket) -> int
                 "workers": tokens.workers,
             },
         )
+        # loop and http "auto": uvloop and httptools, which the package depends on
+        # (docs/benchmarks.md has the measurement that chose them).
         config = uvicorn.Config(app, log_config=None, access_log=False)
         server = uvicorn.Server(config)
+        stop.append(server)
         server.run(sockets=[sock])
+        if scheduler.failed is not None:
+            print(f"grafos-scheduler: the service stopped: {scheduler.failed}", file=sys.stderr)
+            return 1
         if not server.started:
             raise UsageError(f"cannot serve on {host}:{port} (see the log above)")
     return 0
