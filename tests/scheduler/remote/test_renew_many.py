@@ -58,7 +58,8 @@ class CountingClient(SchedulerClient):
 
 
 def test_renewals_from_many_threads_share_requests(server: BackgroundServer) -> None:
-    with CountingClient(server.url, WORKER_TOKENS["alice"]) as client:
+    client = CountingClient(server.url, WORKER_TOKENS["alice"])
+    with client:
         # The service's scheduler has 2 slots: two leases, renewed by 16 threads.
         leases = [client.acquire(f"j{i}", slots=1, ttl=30).lease for i in range(2)]
         start = threading.Barrier(16)

@@ -21,6 +21,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import attrs
@@ -490,8 +491,23 @@ def _json_type(value: object) -> str:
     return "an object"
 
 
+_Checker = Callable[[object, str], object]
+_CHECKERS: dict[object, _Checker] = {}
+
+
 def _check(hint: object, value: object, field: str) -> object:
     """``value`` if it has the type and meets the constraints of ``hint``."""
+    try:
+        checker = _CHECKERS.get(hint)
+    except TypeError:  # an unhashable hint: compile it each time
+        return _compile(hint)(value, field)
+    if checker is None:
+        checker = _CHECKERS[hint] = _compile(hint)
+    return checker(value, field)
+
+
+def _compile(hint: object) -> _Checker:
+    """The checker of ``hint``: the type introspection done once, not per value."""
     meta: Meta | None = None
     if get_origin(hint) is Annotated:
         hint, *extras = get_args(hint)
@@ -499,42 +515,85 @@ def _check(hint: object, value: object, field: str) -> object:
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         options = get_args(hint)
-        if value is None and type(None) in options:
-            return None
+        nullable = type(None) in options
         (inner,) = [o for o in options if o is not type(None)]
-        return _check(inner, value, field)
+        inner_check = _compile(inner)
+
+        def optional(value: object, field: str) -> object:
+            if value is None and nullable:
+                return None
+            return inner_check(value, field)
+
+        return optional
     if origin is Literal:
         allowed = get_args(hint)
-        if value not in allowed or not isinstance(value, str):
-            raise FieldError(field, f"{value!r} is not one of {', '.join(map(str, allowed))}")
-        return value
+        shown = ", ".join(map(str, allowed))
+
+        def literal(value: object, field: str) -> object:
+            if value not in allowed or not isinstance(value, str):
+                raise FieldError(field, f"{value!r} is not one of {shown}")
+            return value
+
+        return literal
     if origin is list:
-        if not isinstance(value, list):
-            raise FieldError(field, f"expected an array, got {_json_type(value)}")
-        if meta is not None:
-            _check_length(meta, value, field)
         (item,) = get_args(hint)
-        return [_check(item, v, f"{field}[{i}]") for i, v in enumerate(value)]
+        item_check = _compile(item)
+        length = meta
+
+        def array(value: object, field: str) -> object:
+            if not isinstance(value, list):
+                raise FieldError(field, f"expected an array, got {_json_type(value)}")
+            if length is not None:
+                _check_length(length, value, field)
+            return [item_check(v, f"{field}[{i}]") for i, v in enumerate(value)]
+
+        return array
     if isinstance(hint, type) and attrs.has(hint):
-        return _convert(hint, value, field)
+        model = hint
+        return lambda value, field: _convert(model, value, field)
+    base = _scalar(hint)
+    if meta is None:
+        return base
+    constraints = meta
+
+    def constrained(value: object, field: str) -> object:
+        value = base(value, field)
+        _check_meta(constraints, value, field)
+        return value
+
+    return constrained
+
+
+def _scalar(hint: object) -> _Checker:
     if hint is str:
-        if not isinstance(value, str):
-            raise FieldError(field, f"expected a string, got {_json_type(value)}")
-    elif hint is int:
-        # bool is an int in Python, never in the API.
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise FieldError(field, f"expected an integer, got {_json_type(value)}")
-    elif hint is float:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise FieldError(field, f"expected a number, got {_json_type(value)}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise FieldError(field, f"{value!r} is not a finite number")
-    else:  # pragma: no cover - a model field of a type this parser does not know
-        raise TypeError(f"no parser for {hint!r}")
-    if meta is not None:
-        _check_meta(meta, value, field)
-    return value
+
+        def text(value: object, field: str) -> object:
+            if not isinstance(value, str):
+                raise FieldError(field, f"expected a string, got {_json_type(value)}")
+            return value
+
+        return text
+    if hint is int:
+
+        def integer(value: object, field: str) -> object:
+            # bool is an int in Python, never in the API.
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise FieldError(field, f"expected an integer, got {_json_type(value)}")
+            return value
+
+        return integer
+    if hint is float:
+
+        def number(value: object, field: str) -> object:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise FieldError(field, f"expected a number, got {_json_type(value)}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise FieldError(field, f"{value!r} is not a finite number")
+            return value
+
+        return number
+    raise TypeError(f"no parser for {hint!r}")  # a model field of a type we do not know
 
 
 def _python_pattern(pattern: str) -> str:
