@@ -25,10 +25,10 @@ from grafos_scheduler import (
     SchedulerError,
     SqliteStore,
     StoreError,
+    StoreFailed,
     Ticket,
 )
-from grafos_scheduler._domain._errors import StoreFailed
-from support.internals import book_of
+from support.internals import book_of, wal_sync_of
 
 
 class HeldFsync:
@@ -43,7 +43,7 @@ class HeldFsync:
         self.fail: BaseException | None = None
         monkeypatch.setattr(store, "_fsync_wal", self)
         # GroupSync holds the bound method it was given: point it here too.
-        monkeypatch.setattr(store._sync, "_fsync", self)
+        monkeypatch.setattr(wal_sync_of(store), "_fsync", self)
 
     def __call__(self) -> None:
         self.calls += 1

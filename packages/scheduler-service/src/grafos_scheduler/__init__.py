@@ -29,6 +29,7 @@ from ._domain._errors import SchedulerError as SchedulerError
 from ._domain._errors import StoreClosed as StoreClosed
 from ._domain._errors import StoreConflict as StoreConflict
 from ._domain._errors import StoreError as StoreError
+from ._domain._errors import StoreFailed as StoreFailed
 from ._domain._errors import StoreSuperseded as StoreSuperseded
 from ._domain._errors import TicketGranted as TicketGranted
 from ._domain._errors import UnknownLease as UnknownLease
@@ -155,6 +156,7 @@ __all__ = [
     "StoreClosed",
     "StoreConflict",
     "StoreError",
+    "StoreFailed",
     "StoreSuperseded",
     "StoreTransaction",
     "SystemClock",
