@@ -55,15 +55,16 @@ def create_app(
         clock = getattr(scheduler, "clock", None) or SystemClock()
     if metrics is None:
         metrics = SchedulerMetrics(scheduler)
+    durability = DurabilityWaiter(scheduler)
     context = ServiceContext(
-        scheduler=scheduler, clock=clock, metrics=metrics, durability=DurabilityWaiter(scheduler)
+        scheduler=scheduler, clock=clock, metrics=metrics, durability=durability
     )
     audit_logger = AuditLogger(scheduler)
     app = Litestar(
         route_handlers=[*ROUTES, *dashboard_routes(scheduler)],
         state=State({**context_state(context), ON_STORE_FAILED: on_store_failed}),
         on_startup=[audit_logger.start],
-        on_shutdown=[audit_logger.stop],
+        on_shutdown=[audit_logger.stop, durability.stop],
         middleware=[DefineMiddleware(Authentication, tokens=tokens)],
         before_request=parse_request_body,
         exception_handlers={Exception: handle_exception},

@@ -38,6 +38,16 @@ class DurabilityWaiter:
         self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def stop(self) -> None:
+        """End the thread (at the app's shutdown); requests still waiting are settled."""
+        with self._lock:
+            self._stopped = True
+            thread, self._thread = self._thread, None
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout=5)
 
     async def wait(self) -> None:
         """Return once everything the scheduler wrote before this call is durable.
@@ -55,6 +65,7 @@ class DurabilityWaiter:
         with self._lock:
             self._waiting.append((loop, future))
             if self._thread is None:
+                self._stopped = False
                 self._thread = threading.Thread(
                     target=self._run, name="grafos-durability", daemon=True
                 )
@@ -68,7 +79,10 @@ class DurabilityWaiter:
             self._wake.clear()
             with self._lock:
                 batch, self._waiting = self._waiting, []
+                stopped = self._stopped
             if not batch:
+                if stopped:
+                    return
                 continue
             failure: BaseException | None = None
             try:
@@ -82,3 +96,5 @@ class DurabilityWaiter:
                 # RuntimeError: that loop has closed, and nobody waits on it any more.
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_settle, future, failure)
+            if stopped:
+                return
