@@ -11,12 +11,27 @@ from typing import Any
 
 from grafos_scheduler import Scheduler
 
+# The CLI's configuration resolution and usage error, tested without a serve process.
+from grafos_scheduler._cli._arguments import UsageError
+from grafos_scheduler._cli._config import resolve as resolve_serve_config
+
 # The demo under test: its configuration presets, the worker spec that crosses to a
 # process (its repr must hold no token), and the run that must fail on a timeout.
-from grafos_scheduler._cli._demo._run import DemoConfig, WorkerSpec, run_demo
+from grafos_scheduler._cli._demo._config import DemoConfig, WorkerSpec
+
+# The demo's directory rule (the marker), tested without a whole run.
+from grafos_scheduler._cli._demo._directory import MARKER, DemoDirectoryRefused, claim_directory
+
+# The demo's display, rendered into a rich Console of a given width.
+from grafos_scheduler._cli._demo._display import LIVE_EVENTS, Display, JobView
+from grafos_scheduler._cli._demo._orchestration import run_demo
+
+# The JSON log lines of serve and the demo, formatted in-process.
+from grafos_scheduler._cli._logging import QUIET_LOGGERS, JsonLogFormatter, configure_logging
 
 # The CLI's entry point, called in-process: the help and argument tests read its exit
 # status and output through capsys without a subprocess per case.
+from grafos_scheduler._cli._main import build_parser as cli_parser
 from grafos_scheduler._cli._main import main as cli_main
 
 # The commit point's domain pieces (core7): the lease book that returns Changes, the
@@ -82,17 +97,25 @@ def wal_sync_of(store: Any) -> Any:
 __all__ = [
     "GENESIS_HASH",
     "ID_PATTERN",
+    "LIVE_EVENTS",
+    "MARKER",
+    "QUIET_LOGGERS",
     "ROUTES",
     "AcquireRequest",
     "AuditEntry",
     "DemoConfig",
+    "DemoDirectoryRefused",
+    "Display",
     "FieldError",
+    "JobView",
+    "JsonLogFormatter",
     "LeaseBook",
     "PreemptRequest",
     "ReasonName",
     "RenewRequest",
     "RenewalEntry",
     "RenewalsRequest",
+    "UsageError",
     "WorkerSpec",
     "active_row",
     "audit_entries",
@@ -101,7 +124,10 @@ __all__ = [
     "chain",
     "check_id",
     "check_name",
+    "claim_directory",
     "cli_main",
+    "cli_parser",
+    "configure_logging",
     "id_from_hex",
     "id_hex",
     "limits",
@@ -112,6 +138,7 @@ __all__ = [
     "parse_renewals",
     "policy",
     "request_schema",
+    "resolve_serve_config",
     "run_demo",
     "store_of",
     "verify_records",

@@ -19,7 +19,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from .._domain._clock import Clock, SystemClock
 from .._scheduler._scheduler import Scheduler
 from ._audit_tail import AuditLogger
-from ._auth import TokenConfig
+from ._auth import Authenticator
 from ._body import parse_request_body
 from ._dashboard import dashboard_routes
 from ._durability import DurabilityWaiter
@@ -37,7 +37,7 @@ MAX_BODY = 256 * 1024
 
 def create_app(
     scheduler: Scheduler,
-    tokens: TokenConfig,
+    tokens: Authenticator,
     *,
     clock: Clock | None = None,
     metrics: SchedulerMetrics | None = None,

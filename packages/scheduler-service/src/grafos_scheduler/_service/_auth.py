@@ -21,6 +21,7 @@ import secrets
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import attrs
 
@@ -29,6 +30,7 @@ from .._domain._limits import NAME_PATTERN
 
 __all__ = [
     "ADMIN",
+    "Authenticator",
     "Principal",
     "TokenConfig",
     "TokenConfigError",
@@ -53,6 +55,13 @@ class Principal:
     def may_act_on(self, holder: str) -> bool:
         """Whether this principal may act on a lease held by ``holder``."""
         return self.is_admin or self.name == holder
+
+
+class Authenticator(Protocol):
+    """What the server authenticates with: a :class:`TokenConfig`, or a holder of one
+    that can swap it while serving (``serve`` reloads its token file on SIGHUP)."""
+
+    def authenticate(self, authorization: str | None) -> Principal | None: ...
 
 
 def _as_dict(mapping: Mapping[str, str]) -> dict[str, str]:

@@ -9,7 +9,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._auth import TokenConfig
+from ._auth import Authenticator
 from ._dashboard import DASHBOARD_PATHS
 from ._events import event
 from ._metrics import SchedulerMetrics
@@ -23,7 +23,7 @@ OPEN_PATHS = frozenset({"/healthz", *DASHBOARD_PATHS})
 class Authentication:
     """Resolve the bearer token to a principal (``scope["user"]``), or refuse with 401."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenConfig) -> None:
+    def __init__(self, app: ASGIApp, tokens: Authenticator) -> None:
         self.app = app
         self.tokens = tokens
 

@@ -1,0 +1,77 @@
+"""The demo's closing report: per job leases, tokens, preemptions and checkpoints, and
+every preemption as the audit log recorded it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+from grafos_scheduler import AuditKind, Scheduler
+
+from ._display import JobView
+from ._verification import ENDS, audit_by_lease
+
+__all__ = ["summary_lines"]
+
+HEAD = ("job", "role", "leases", "tokens", "immediate", "deferred", "forced", "ckpts")
+
+
+def summary_lines(scheduler: Scheduler, views: dict[str, JobView]) -> list[str]:
+    """The table (at most 80 columns for the default jobs), then each preempted lease's
+    story: requested, deferred with its reasons, executed or forced."""
+    records, by_lease = audit_by_lease(scheduler)
+    start = records[0].time if records else 0.0
+    stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    stories: list[str] = []
+    for lease_id, lease_records in by_lease.items():
+        job = lease_records[0].job or "-"
+        kinds = [r.kind for r in lease_records]
+        if AuditKind.PREEMPTION_FORCED.value in kinds:
+            stats[job]["forced"] += 1
+        elif AuditKind.PREEMPTION_DEFERRED.value in kinds:
+            stats[job]["deferred"] += 1
+        elif AuditKind.PREEMPTION_EXECUTED.value in kinds:
+            stats[job]["immediate"] += 1
+        steps = []
+        for record in lease_records:
+            if not record.kind.startswith("preemption_") and not (
+                steps and record.kind in ENDS
+            ):
+                continue
+            what = record.kind.removeprefix("preemption_")
+            if record.kind == AuditKind.PREEMPTION_DEFERRED.value:
+                reasons = record.data.get("reasons") or []
+                what += f" ({', '.join(map(str, reasons))})" if reasons else ""
+            steps.append(f"{what} at {record.time - start:.2f}s")
+        if steps:
+            token = lease_records[0].data.get("fencing_token", "-")
+            short = f"{lease_id:032x}"[:8]
+            stories.append(f"  {job} lease {short}.. token {token}: " + ", ".join(steps))
+    rows = []
+    for job, view in views.items():
+        s = stats[job]
+        rows.append(
+            [
+                job,
+                view.role,
+                str(view.leases),
+                ",".join(map(str, view.tokens)) or "-",
+                str(s["immediate"]),
+                str(s["deferred"]),
+                str(s["forced"]),
+                str(view.checkpoints),
+            ]
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEAD)]
+    lines = [" ".join(h.ljust(w) for h, w in zip(HEAD, widths, strict=True)).rstrip()]
+    lines.append(" ".join("-" * w for w in widths))
+    lines += [" ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.append(
+        "(preemptions: immediate = no flush in flight; deferred = waited for a flush;"
+    )
+    lines.append(" forced = the flush outlasted max_defer; ckpts = checkpoints committed)")
+    if stories:
+        when = dt.datetime.fromtimestamp(start, dt.UTC).isoformat(timespec="seconds")
+        lines.append(f"preemptions, from the audit log (seconds after {when}):")
+        lines += stories
+    return lines
