@@ -27,8 +27,8 @@ from ._output import print_table
 __all__ = [
     "DEFAULT_PORT",
     "SETTINGS",
-    "Setting",
     "ServeConfig",
+    "Setting",
     "add_config_commands",
     "add_serve_settings",
     "resolve",
@@ -92,9 +92,7 @@ SETTINGS = (
         "longest a flush may defer a preemption, seconds",
         kind=float,
     ),
-    Setting(
-        "log_level", "--log-level", "GRAFOS_LOG_LEVEL", _log_level, "info", "JSON log level"
-    ),
+    Setting("log_level", "--log-level", "GRAFOS_LOG_LEVEL", _log_level, "info", "JSON log level"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 

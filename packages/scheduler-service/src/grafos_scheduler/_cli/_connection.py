@@ -38,9 +38,7 @@ def add_url_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url", help="base URL of a running service, e.g. http://127.0.0.1:8470 (GRAFOS_URL)"
     )
-    parser.add_argument(
-        "--tokens", help="token file whose admin token to use (else GRAFOS_TOKEN)"
-    )
+    parser.add_argument("--tokens", help="token file whose admin token to use (else GRAFOS_TOKEN)")
 
 
 def load_tokens(path: str) -> TokenConfig:

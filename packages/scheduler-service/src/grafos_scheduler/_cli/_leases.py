@@ -93,19 +93,19 @@ def _list(args: argparse.Namespace) -> int:
     if db is not None:
         with open_store(db, must_exist=True, read_only=True) as store:
             state = None if args.state is None else LeaseState(args.state)
-            for row in store.list_leases(state):
+            for stored in store.list_leases(state):
                 rows.append(
                     {
-                        "lease_id": f"{row.lease_id:032x}",
-                        "job": row.job,
-                        "holder": row.holder,
-                        "priority": row.priority,
-                        "slots": row.slots,
-                        "fencing_token": row.fencing_token,
-                        "state": row.state.value,
-                        "granted_at": iso(row.granted_wall),
-                        "expires_at": iso(row.expires_wall),
-                        "pending_preemption": row.preempt_cause,
+                        "lease_id": f"{stored.lease_id:032x}",
+                        "job": stored.job,
+                        "holder": stored.holder,
+                        "priority": stored.priority,
+                        "slots": stored.slots,
+                        "fencing_token": stored.fencing_token,
+                        "state": stored.state.value,
+                        "granted_at": iso(stored.granted_wall),
+                        "expires_at": iso(stored.expires_wall),
+                        "pending_preemption": stored.preempt_cause,
                     }
                 )
     else:

@@ -53,9 +53,7 @@ def build_parser() -> Parser:
         ),
         epilog="Start with `grafos-scheduler demo`: it runs the whole story in under a minute.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"grafos-scheduler {_version()}"
-    )
+    parser.add_argument("--version", action="version", version=f"grafos-scheduler {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
     add_serve_command(commands)

@@ -367,7 +367,10 @@ class WorkerAgent:
         gen.lost_reason = reason
         gen.lost.set()
         logger.warning(
-            "lease lost",
+            "lease %s of job %s lost: %s",
+            gen.lease.lease_id,
+            self.job,
+            reason,
             extra={
                 "event": "lease_lost",
                 "lease_id": gen.lease.lease_id,

@@ -17,7 +17,14 @@ __all__ = ["MARKER", "DemoDirectoryRefused", "claim_directory"]
 
 MARKER = ".grafos-demo"
 # Everything a run writes; a rerun clears these and nothing else.
-_FILES = ("scheduler.db", "scheduler.db-wal", "scheduler.db-shm", "tokens.toml", "service.log")
+_FILES = (
+    "scheduler.db",
+    "scheduler.db-wal",
+    "scheduler.db-shm",
+    "scheduler.db.lock",
+    "tokens.toml",
+    "service.log",
+)
 _TREES = ("checkpoints",)
 _LOG_GLOB = "worker-*.log"
 
@@ -35,9 +42,7 @@ def claim_directory(path: str | os.PathLike[str]) -> Path:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DemoDirectoryRefused(
-            f"--dir {shown!r} cannot be created: {exc.strerror}"
-        ) from None
+        raise DemoDirectoryRefused(f"--dir {shown!r} cannot be created: {exc.strerror}") from None
     if not os.access(directory, os.W_OK | os.X_OK):
         raise DemoDirectoryRefused(f"--dir {shown!r} is not writable")
     marker = directory / MARKER

@@ -75,6 +75,7 @@ class Display:
         self.live = live
         self.events: list[Event] = []
         self.started = time.monotonic()
+        self.started_wall = time.time()  # the same instant, to place audit records
         self._live: Live | None = None
         self._last = 0.0
 

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from grafos_pipeline import DirectoryCheckpointStore
 from grafos_scheduler import (
@@ -113,7 +113,7 @@ def run_demo(config: DemoConfig) -> bool:
         verdicts = verify(
             config, scheduler, run.views, low_jobs, DirectoryCheckpointStore(checkpoint_dir)
         )
-        summary = summary_lines(scheduler, run.views)
+        summary = summary_lines(scheduler, run.views, display.started_wall)
     finally:
         for process in processes:
             if process.is_alive():

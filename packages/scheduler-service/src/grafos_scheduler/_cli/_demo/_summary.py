@@ -3,7 +3,6 @@ every preemption as the audit log recorded it."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 
 from grafos_scheduler import AuditKind, Scheduler
@@ -16,11 +15,11 @@ __all__ = ["summary_lines"]
 HEAD = ("job", "role", "leases", "tokens", "immediate", "deferred", "forced", "ckpts")
 
 
-def summary_lines(scheduler: Scheduler, views: dict[str, JobView]) -> list[str]:
+def summary_lines(scheduler: Scheduler, views: dict[str, JobView], start: float) -> list[str]:
     """The table (at most 80 columns for the default jobs), then each preempted lease's
-    story: requested, deferred with its reasons, executed or forced."""
-    records, by_lease = audit_by_lease(scheduler)
-    start = records[0].time if records else 0.0
+    story: requested, deferred with its reasons, executed or forced, in seconds since
+    ``start`` (wall clock: the display's start, so the times match its event lines)."""
+    _, by_lease = audit_by_lease(scheduler)
     stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     stories: list[str] = []
     for lease_id, lease_records in by_lease.items():
@@ -32,11 +31,9 @@ def summary_lines(scheduler: Scheduler, views: dict[str, JobView]) -> list[str]:
             stats[job]["deferred"] += 1
         elif AuditKind.PREEMPTION_EXECUTED.value in kinds:
             stats[job]["immediate"] += 1
-        steps = []
+        steps: list[str] = []
         for record in lease_records:
-            if not record.kind.startswith("preemption_") and not (
-                steps and record.kind in ENDS
-            ):
+            if not record.kind.startswith("preemption_") and not (steps and record.kind in ENDS):
                 continue
             what = record.kind.removeprefix("preemption_")
             if record.kind == AuditKind.PREEMPTION_DEFERRED.value:
@@ -66,12 +63,9 @@ def summary_lines(scheduler: Scheduler, views: dict[str, JobView]) -> list[str]:
     lines = [" ".join(h.ljust(w) for h, w in zip(HEAD, widths, strict=True)).rstrip()]
     lines.append(" ".join("-" * w for w in widths))
     lines += [" ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.append(
-        "(preemptions: immediate = no flush in flight; deferred = waited for a flush;"
-    )
+    lines.append("(preemptions: immediate = no flush in flight; deferred = waited for a flush;")
     lines.append(" forced = the flush outlasted max_defer; ckpts = checkpoints committed)")
     if stories:
-        when = dt.datetime.fromtimestamp(start, dt.UTC).isoformat(timespec="seconds")
-        lines.append(f"preemptions, from the audit log (seconds after {when}):")
+        lines.append("preemptions, from the audit log (seconds into the run):")
         lines += stories
     return lines

@@ -1,0 +1,31 @@
+"""The default demo, as a user runs it on a pipe: it forces a preemption every time,
+checks that it did, and prints every grant, preemption and resume without escapes."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+from .conftest import run_cli
+
+
+def test_the_default_demo_forces_a_preemption_and_reports_every_step(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    result = run_cli("demo", "--dir", str(directory), env={"COLUMNS": "80"}, timeout=240)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "\x1b" not in out  # a pipe gets no escape codes
+    assert "PASS" in out and "[FAIL]" not in out
+    forced = re.search(r"\[ok\] a slow-disk flush .* (\d+) preemption\(s\) forced", out)
+    assert forced is not None, out
+    assert int(forced[1]) >= 1
+    with sqlite3.connect(directory / "scheduler.db") as conn:
+        kinds = [r[0] for r in conn.execute("SELECT kind FROM audit ORDER BY seq")]
+        grants = conn.execute("SELECT COUNT(*) FROM audit WHERE kind = 'grant'").fetchone()[0]
+    assert "preemption_forced" in kinds
+    # Every grant is in the output: the first of each job and every resume.
+    assert out.count("granted, fencing token") + out.count("resumed with a new lease") == grants
+    assert out.count(": forced at ") >= 1  # the audit story of the forced preemption
+    table = out[out.index("job ") : out.index("verification:")]
+    assert all(len(line) <= 80 for line in table.splitlines())
