@@ -42,22 +42,27 @@ def test_show_release_preempt_fence_with_the_environment(
     lid = f"{lease.lease_id:032x}"
     assert main(["leases", "show", lid]) == 0
     shown = _out(capsys)
-    assert "job-a" in shown and "active" in shown and "fencing_token" in shown
+    assert "job-a" in shown
+    assert "active" in shown
+    assert "fencing_token" in shown
     assert main(["leases", "show", lid, "--json"]) == 0
     data = json.loads(_out(capsys))
-    assert data["lease_id"] == lid and data["state"] == "active"
+    assert data["lease_id"] == lid
+    assert data["state"] == "active"
 
     assert main(["leases", "release", lid, "--json"]) == 0
     assert json.loads(_out(capsys))["state"] == "released"
     # Releasing it again is an operation the service refuses: status 1, one line.
     assert main(["leases", "release", lid]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("grafos-scheduler: error: refused: 410")
+    assert len(err) == 1
+    assert err[0].startswith("grafos-scheduler: error: refused: 410")
 
     second = _lease(scheduler, "job-b")
     assert main(["leases", "preempt", f"{second.lease_id:032x}", "--cause", "drain"]) == 0
     preempted = _out(capsys)
-    assert "preempted" in preempted and "drain" in preempted
+    assert "preempted" in preempted
+    assert "drain" in preempted
 
     third = _lease(scheduler, "job-c")
     assert main(["leases", "fence", f"{third.lease_id:032x}", "--json"]) == 0
@@ -86,10 +91,12 @@ def test_audit_show_and_verify_over_the_url(
     assert main(["audit", "show"]) == 0
     table = _out(capsys)
     assert table.splitlines()[0].split() == ["seq", "time", "kind", "lease_id", "job", "data"]
-    assert "grant" in table and "job-a" in table
+    assert "grant" in table
+    assert "job-a" in table
     assert main(["audit", "show", "--json", "--limit", "1"]) == 0
     lines = _out(capsys).splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["seq"] == 1
+    assert len(lines) == 1
+    assert json.loads(lines[0])["seq"] == 1
     seq, digest = scheduler.audit.head()
     assert main(["audit", "verify", "--head", f"{seq}:{digest}"]) == 0
     assert "holds the exported head" in _out(capsys)
@@ -113,7 +120,8 @@ def test_audit_verify_head_catches_a_cut_tail(
     # ...but not against the head exported before the cut.
     assert main(["audit", "verify", "--db", str(db), "--head", f"{seq}:{digest}"]) == 1
     out = _out(capsys)
-    assert "does NOT hold the exported head" in out and "tail was cut" in out
+    assert "does NOT hold the exported head" in out
+    assert "tail was cut" in out
     earlier = f"{seq - 2}:{'0' * 64}"
     assert main(["audit", "verify", "--db", str(db), "--head", earlier]) == 1
     assert "rewritten" in _out(capsys)
@@ -136,7 +144,9 @@ def test_flags_win_over_the_environment(
     # The environment alone: its URL is down, and the command says so in one line.
     assert main(["leases", "list"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("grafos-scheduler: error: cannot reach the scheduler at http://127.0.0.1:9")
+    assert err.startswith(
+        "grafos-scheduler: error: cannot reach the scheduler at http://127.0.0.1:9"
+    )
     # The right URL with the wrong token from the environment: 401, status 2.
     assert main(["leases", "list", "--url", server.url]) == 2
     assert "refused the token (401)" in capsys.readouterr().err
@@ -151,7 +161,8 @@ def test_leases_list_with_the_server_down_says_it_cannot_reach_it() -> None:
         env={"GRAFOS_TOKEN": "any-token-0123456789"},
     )
     line = one_line_error(result, 2, "cannot reach the scheduler at http://127.0.0.1:9: ")
-    assert "unreachable" not in line and " 0 " not in line
+    assert "unreachable" not in line
+    assert " 0 " not in line
     assert "refused" in line.lower()  # the socket's own words: connection refused
 
 
@@ -184,7 +195,10 @@ def test_version() -> None:
 
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"grafos-scheduler {importlib.metadata.version('grafos-scheduler')}"
+    assert (
+        result.stdout.strip()
+        == f"grafos-scheduler {importlib.metadata.version('grafos-scheduler')}"
+    )
 
 
 def test_tokens_generate_writes_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -216,6 +230,9 @@ def test_a_generated_file_serves_the_admin(tmp_path: Path, scheduler: Scheduler)
 
     path = tmp_path / "tokens.toml"
     assert run_cli("tokens", "generate", str(path)).returncode == 0
-    with BackgroundServer(create_app(scheduler, TokenConfig.load(path))) as server:
-        with SchedulerClient(server.url, TokenConfig.load(path).admin_token) as client:
-            assert client.leases() == []
+    loaded = TokenConfig.load(path)
+    with (
+        BackgroundServer(create_app(scheduler, loaded)) as server,
+        SchedulerClient(server.url, loaded.admin_token) as client,
+    ):
+        assert client.leases() == []

@@ -37,7 +37,8 @@ def test_a_live_looking_store_is_refused_and_left_untouched(tmp_path: Path) -> N
     result = run_cli("demo", "--size", "small", "--dir", str(store_dir))
 
     line = one_line_error(result, 2, "not empty")
-    assert "scheduler.db" in line and "tokens.toml" in line
+    assert "scheduler.db" in line
+    assert "tokens.toml" in line
     assert MARKER in line
     assert _snapshot(store_dir) == before
     assert (store_dir / "tokens.toml").read_bytes() == tokens_before

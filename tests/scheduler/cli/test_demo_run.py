@@ -16,7 +16,8 @@ def test_the_default_demo_forces_a_preemption_and_reports_every_step(tmp_path: P
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "\x1b" not in out  # a pipe gets no escape codes
-    assert "PASS" in out and "[FAIL]" not in out
+    assert "PASS" in out
+    assert "[FAIL]" not in out
     forced = re.search(r"\[ok\] a slow-disk flush .* (\d+) preemption\(s\) forced", out)
     assert forced is not None, out
     assert int(forced[1]) >= 1
@@ -26,6 +27,8 @@ def test_the_default_demo_forces_a_preemption_and_reports_every_step(tmp_path: P
     assert "preemption_forced" in kinds
     # Every grant is in the output: the first of each job and every resume.
     assert out.count("granted, fencing token") + out.count("resumed with a new lease") == grants
-    assert out.count(": forced at ") >= 1  # the audit story of the forced preemption
-    table = out[out.index("job ") : out.index("verification:")]
-    assert all(len(line) <= 80 for line in table.splitlines())
+    # The forced preemption's story, from the audit log (wrapped lines joined).
+    story = r"token \d+: requested at [\d.]+s, deferred \(checkpoint_in_progress\) at [\d.]+s, forced at"
+    assert re.search(story, " ".join(out.split())), out
+    report = out[out.index("\njob ") : out.index("verification:")]
+    assert all(len(line) <= 80 for line in report.splitlines()), report

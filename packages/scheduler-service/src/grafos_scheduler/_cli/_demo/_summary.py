@@ -3,6 +3,7 @@ every preemption as the audit log recorded it."""
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 
 from grafos_scheduler import AuditKind, Scheduler
@@ -17,8 +18,8 @@ HEAD = ("job", "role", "leases", "tokens", "immediate", "deferred", "forced", "c
 
 def summary_lines(scheduler: Scheduler, views: dict[str, JobView], start: float) -> list[str]:
     """The table (at most 80 columns for the default jobs), then each preempted lease's
-    story: requested, deferred with its reasons, executed or forced, in seconds since
-    ``start`` (wall clock: the display's start, so the times match its event lines)."""
+    story, wrapped to 80: requested, deferred with its reasons, executed or forced, in
+    seconds since ``start`` (wall clock: the display's start, as in its event lines)."""
     _, by_lease = audit_by_lease(scheduler)
     stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     stories: list[str] = []
@@ -43,7 +44,8 @@ def summary_lines(scheduler: Scheduler, views: dict[str, JobView], start: float)
         if steps:
             token = lease_records[0].data.get("fencing_token", "-")
             short = f"{lease_id:032x}"[:8]
-            stories.append(f"  {job} lease {short}.. token {token}: " + ", ".join(steps))
+            story = f"{job} lease {short}.. token {token}: " + ", ".join(steps)
+            stories += textwrap.wrap(story, 78, initial_indent="  ", subsequent_indent="    ")
     rows = []
     for job, view in views.items():
         s = stats[job]
