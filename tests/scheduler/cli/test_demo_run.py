@@ -28,7 +28,10 @@ def test_the_default_demo_forces_a_preemption_and_reports_every_step(tmp_path: P
     # Every grant is in the output: the first of each job and every resume.
     assert out.count("granted, fencing token") + out.count("resumed with a new lease") == grants
     # The forced preemption's story, from the audit log (wrapped lines joined).
-    story = r"token \d+: requested at [\d.]+s, deferred \(checkpoint_in_progress\) at [\d.]+s, forced at"
+    story = (
+        r"token \d+: requested at [\d.]+s, "
+        r"deferred \(checkpoint_in_progress\) at [\d.]+s, forced at"
+    )
     assert re.search(story, " ".join(out.split())), out
     report = out[out.index("\njob ") : out.index("verification:")]
     assert all(len(line) <= 80 for line in report.splitlines()), report
