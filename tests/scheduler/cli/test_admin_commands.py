@@ -236,3 +236,26 @@ def test_a_generated_file_serves_the_admin(tmp_path: Path, scheduler: Scheduler)
         SchedulerClient(server.url, loaded.admin_token) as client,
     ):
         assert client.leases() == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["leases", "show"],
+        ["leases", "release"],
+        ["leases", "preempt"],
+        ["leases", "fence"],
+        ["tickets"],
+        ["tickets", "cancel"],
+        ["audit", "show"],
+        ["tokens", "generate"],
+        ["config", "show"],
+    ],
+)
+def test_help_of_the_new_commands(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: grafos-scheduler {' '.join(command)}")
+    assert len(out.splitlines()) > 3
