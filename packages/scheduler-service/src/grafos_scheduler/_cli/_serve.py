@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 from types import FrameType
 from typing import Any
 
@@ -40,8 +39,10 @@ class ReloadableTokens:
 
     def __init__(self, path: str, tokens: TokenConfig) -> None:
         self.path = path
+        # Swapped whole, in one assignment: a request thread sees the old config or the
+        # new one. No lock: reload runs in the main thread's signal handler, where a
+        # second SIGHUP arriving mid-reload would deadlock on one.
         self._tokens = tokens
-        self._lock = threading.Lock()
 
     @property
     def current(self) -> TokenConfig:
@@ -52,16 +53,15 @@ class ReloadableTokens:
 
     def reload(self) -> bool:
         """Read the file again; True if its tokens are now in use."""
-        with self._lock:
-            try:
-                tokens = TokenConfig.load(self.path)
-            except TokenConfigError as exc:
-                logger.error(
-                    "token reload failed; the previous tokens stay in use",
-                    extra={"event": "tokens_reload_failed", "path": self.path, "error": str(exc)},
-                )
-                return False
-            self._tokens = tokens
+        try:
+            tokens = TokenConfig.load(self.path)
+        except TokenConfigError as exc:
+            logger.error(
+                "token reload failed; the previous tokens stay in use",
+                extra={"event": "tokens_reload_failed", "path": self.path, "error": str(exc)},
+            )
+            return False
+        self._tokens = tokens
         logger.warning(
             "token file reloaded",
             extra={"event": "tokens_reloaded", "path": self.path, "workers": tokens.workers},

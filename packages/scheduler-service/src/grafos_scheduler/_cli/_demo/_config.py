@@ -65,7 +65,8 @@ class DemoConfig:
     @property
     def submit_window(self) -> float:
         """How long into a slow-disk flush the urgent job may still be submitted."""
-        return self.slow_flush - self.max_defer - 1.0
+        # At least half a second to catch it, even with --max-defer 0.
+        return max(0.5, self.slow_flush - self.max_defer - 1.0)
 
     @property
     def has_slow_disk(self) -> bool:
