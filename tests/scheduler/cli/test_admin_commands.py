@@ -19,7 +19,7 @@ from grafos_scheduler import (
     Ticket,
     TokenConfig,
 )
-from grafos_scheduler._cli._main import main
+from support.internals import cli_main as main
 
 from .conftest import ADMIN_TOKEN, one_line_error, run_cli
 

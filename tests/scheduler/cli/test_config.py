@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 
 from grafos_scheduler import TokenConfig
-from grafos_scheduler._cli._arguments import UsageError
-from grafos_scheduler._cli._config import resolve
-from grafos_scheduler._cli._main import build_parser
+from support.internals import UsageError, cli_parser
+from support.internals import resolve_serve_config as resolve
 
 from .conftest import ADMIN_TOKEN, one_line_error, run_cli
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    return build_parser().parse_args(["config", "show", *argv])
+    return cli_parser().parse_args(["config", "show", *argv])
 
 
 def test_precedence_flags_environment_file_defaults(tmp_path: Path) -> None:

@@ -8,11 +8,7 @@ from pathlib import Path
 import pytest
 
 from grafos_scheduler import Scheduler, SqliteStore, TokenConfig
-from grafos_scheduler._cli._demo._directory import (
-    MARKER,
-    DemoDirectoryRefused,
-    claim_directory,
-)
+from support.internals import MARKER, DemoConfig, DemoDirectoryRefused, claim_directory, run_demo
 
 from .conftest import one_line_error, run_cli
 
@@ -88,9 +84,6 @@ def test_a_rerun_clears_only_what_the_demo_writes(tmp_path: Path) -> None:
 
 def test_the_demo_refuses_before_it_writes_anything(tmp_path: Path) -> None:
     # run_demo itself (not only the command line) claims its directory first.
-    from grafos_scheduler._cli._demo._config import DemoConfig
-    from grafos_scheduler._cli._demo._orchestration import run_demo
-
     (tmp_path / "scheduler.db").write_bytes(b"someone's data")
     with pytest.raises(DemoDirectoryRefused):
         run_demo(DemoConfig.for_size("small").with_overrides(directory=str(tmp_path)))

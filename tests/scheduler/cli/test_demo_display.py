@@ -8,7 +8,7 @@ import re
 
 from rich.console import Console
 
-from grafos_scheduler._cli._demo._display import LIVE_EVENTS, Display, JobView
+from support.internals import LIVE_EVENTS, Display, JobView
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

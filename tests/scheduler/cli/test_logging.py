@@ -11,7 +11,7 @@ import time
 import pytest
 
 from grafos_scheduler import BackgroundServer, SchedulerClient, WorkerAgent
-from grafos_scheduler._cli._logging import QUIET_LOGGERS, JsonLogFormatter, configure_logging
+from support.internals import QUIET_LOGGERS, JsonLogFormatter, configure_logging
 
 from .conftest import ADMIN_TOKEN, WORKER_TOKENS
 
