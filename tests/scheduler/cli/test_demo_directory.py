@@ -89,3 +89,13 @@ def test_the_demo_refuses_before_it_writes_anything(tmp_path: Path) -> None:
         run_demo(DemoConfig.for_size("small").with_overrides(directory=str(tmp_path)))
     assert sorted(os.listdir(tmp_path)) == ["scheduler.db"]
     assert (tmp_path / "scheduler.db").read_bytes() == b"someone's data"
+
+
+def test_a_run_gives_the_callers_logging_back(tmp_path: Path) -> None:
+    import logging
+
+    logger = logging.getLogger("grafos_scheduler")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    config = DemoConfig.for_size("small").with_overrides(directory=str(tmp_path), timeout=0.5)
+    assert run_demo(config) is False  # timed out, as meant: only the logging matters here
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before

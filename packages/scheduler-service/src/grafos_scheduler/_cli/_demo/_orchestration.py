@@ -74,7 +74,9 @@ def run_demo(config: DemoConfig) -> bool:
 
     log_handler = logging.FileHandler(directory / "service.log", encoding="utf-8")
     log_handler.setFormatter(JsonLogFormatter())
+    # The service logs to its file only, for this run; the caller's setup comes back after.
     service_logger = logging.getLogger("grafos_scheduler")
+    saved_level, saved_propagate = service_logger.level, service_logger.propagate
     service_logger.addHandler(log_handler)
     service_logger.setLevel(logging.INFO)
     service_logger.propagate = False
@@ -121,6 +123,8 @@ def run_demo(config: DemoConfig) -> bool:
             process.join(timeout=5)
         scheduler.close()
         service_logger.removeHandler(log_handler)
+        service_logger.setLevel(saved_level)
+        service_logger.propagate = saved_propagate
         log_handler.close()
 
     console.print("")
