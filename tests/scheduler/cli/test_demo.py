@@ -42,6 +42,7 @@ def test_worker_spec_repr_holds_no_token() -> None:
         flush_delay=0.0,
         ttl=1.0,
         checkpoint_dir="/nonexistent",
+        output_dir="/nonexistent",
         log_dir="/nonexistent",
     )
     assert "secret-token-0123456789" not in repr(spec)

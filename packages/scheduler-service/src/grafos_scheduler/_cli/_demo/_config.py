@@ -93,4 +93,5 @@ class WorkerSpec:
     flush_delay: float
     ttl: float
     checkpoint_dir: str
+    output_dir: str
     log_dir: str

@@ -25,7 +25,7 @@ _FILES = (
     "tokens.toml",
     "service.log",
 )
-_TREES = ("checkpoints",)
+_TREES = ("checkpoints", "output")
 _LOG_GLOB = "worker-*.log"
 
 

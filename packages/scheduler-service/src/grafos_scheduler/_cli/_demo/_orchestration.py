@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grafos_pipeline import DirectoryCheckpointStore
+from grafos_pipeline import DirectoryCheckpointStore, DirectorySink
 from grafos_scheduler import (
     BackgroundServer,
     NonPreemptibleReason,
@@ -113,7 +113,12 @@ def run_demo(config: DemoConfig) -> bool:
         finally:
             server.stop()
         verdicts = verify(
-            config, scheduler, run.views, low_jobs, DirectoryCheckpointStore(checkpoint_dir)
+            config,
+            scheduler,
+            run.views,
+            low_jobs,
+            DirectoryCheckpointStore(checkpoint_dir),
+            DirectorySink(directory / "output"),
         )
         summary = summary_lines(scheduler, run.views, display.started_wall)
     finally:
@@ -196,6 +201,7 @@ class _Run:
             ),
             ttl=config.ttl,
             checkpoint_dir=str(checkpoint_dir),
+            output_dir=str(checkpoint_dir.parent / "output"),
             log_dir=str(self.directory),
         )
 

@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any
 
-from grafos_pipeline import DirectoryCheckpointStore
+from grafos_pipeline import DirectoryCheckpointStore, DirectorySink
 from grafos_scheduler import RunOutcome, SchedulerClient, TokenConflict, WorkerAgent
 
 from ._config import WorkerSpec
@@ -55,6 +55,7 @@ def _worker(spec: WorkerSpec, events: Any, go: Any) -> None:
         poll_interval=0.05,
     )
     store = DirectoryCheckpointStore(spec.checkpoint_dir)
+    sink = DirectorySink(spec.output_dir)
     records = range(spec.records)
     last_sent = 0.0
 
@@ -80,6 +81,7 @@ def _worker(spec: WorkerSpec, events: Any, go: Any) -> None:
             record_delay=spec.record_delay,
             flush_delay=spec.flush_delay,
             on_flush=lambda: events.put(("flush", spec.job)),
+            sink=sink,
         )
         result = agent.run(
             pipeline,
