@@ -46,6 +46,11 @@ def add_demo_command(commands: Any) -> None:
     demo.add_argument(
         "--no-progress", action="store_true", help="no live progress display, only events"
     )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the service and its dashboard (/ui) up after the verification, until Ctrl+C",
+    )
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
@@ -64,5 +69,6 @@ def run_demo_command(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_defer=args.max_defer,
         progress=not args.no_progress and sys.stdout.isatty(),
+        keep=args.keep,
     )
     return 0 if run_demo(config) else EXIT_FAILED

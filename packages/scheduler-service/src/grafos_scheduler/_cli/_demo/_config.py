@@ -31,6 +31,7 @@ class DemoConfig:
     start_urgent_at: float = 0.35  # fraction of the low-priority input done
     timeout: float = 150.0
     progress: bool = False
+    keep: bool = False  # --keep: the service stays up after the verification
     out: IO[str] | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod

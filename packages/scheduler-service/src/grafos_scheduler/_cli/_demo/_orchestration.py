@@ -21,11 +21,13 @@ The parent runs the service in a thread; the workers are spawned processes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import queue
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -103,14 +105,21 @@ def run_demo(config: DemoConfig) -> bool:
         try:
             console.print(
                 f"  service {server.url}  store {directory / 'scheduler.db'}  "
-                f"log {directory / 'service.log'}\n",
+                f"log {directory / 'service.log'}",
+                soft_wrap=True,
+            )
+            console.print(
+                f"  dashboard {server.url}/ui  admin token {tokens.admin_token}\n",
                 soft_wrap=True,
             )
             run = _Run(config, scheduler, server.url, tokens, roles, low_jobs, directory, ctx)
             with Display(console, list(run.views.values()), live=config.progress) as display:
                 run.display = display
                 ok_run = run.orchestrate(processes, checkpoint_dir)
-        finally:
+        except BaseException:
+            server.stop()
+            raise
+        if not config.keep:
             server.stop()
         verdicts = verify(
             config,
@@ -121,6 +130,18 @@ def run_demo(config: DemoConfig) -> bool:
             DirectorySink(directory / "output"),
         )
         summary = summary_lines(scheduler, run.views, display.started_wall)
+        if config.keep:
+            passed = _report(console, summary, verdicts, ok_run, directory)
+            console.print(
+                f"\n--keep: the service stays up; dashboard {server.url}/ui "
+                f"(admin token {tokens.admin_token}). Ctrl+C stops it.",
+                soft_wrap=True,
+            )
+            console.file.flush()  # on a pipe, the reader must see this before the wait
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+            server.stop()
+            return passed
     finally:
         for process in processes:
             if process.is_alive():
@@ -132,6 +153,17 @@ def run_demo(config: DemoConfig) -> bool:
         service_logger.propagate = saved_propagate
         log_handler.close()
 
+    return _report(console, summary, verdicts, ok_run, directory)
+
+
+def _report(
+    console: Any,
+    summary: list[str],
+    verdicts: list[tuple[bool, str]],
+    ok_run: bool,
+    directory: Path,
+) -> bool:
+    """Print the summary and the verdicts; True when every check passed."""
     console.print("")
     for line in summary:
         console.print(line, soft_wrap=True)
