@@ -72,6 +72,8 @@ if TYPE_CHECKING:
     from ._service._metrics import SchedulerMetrics as SchedulerMetrics
     from ._service._server import BackgroundServer as BackgroundServer
     from ._store._sqlite import SqliteStore as SqliteStore
+    from ._store._postgres import LeadershipLost as LeadershipLost
+    from ._store._postgres import PostgresStore as PostgresStore
 
 # The heavy half, loaded on first use: the scheduler and the SQLite store (sqlite3), the
 # HTTP server (Litestar, uvicorn, anyio) and its metrics (prometheus-client). A worker
@@ -82,6 +84,9 @@ _LAZY = {
     "SchedulerMetrics": "._service._metrics",
     "SqliteStore": "._store._sqlite",
     "create_app": "._service._app",
+    # PostgreSQL needs psycopg (the `postgres` extra); SQLite users never import it.
+    "PostgresStore": "._store._postgres",
+    "LeadershipLost": "._store._postgres",
 }
 
 
@@ -124,6 +129,7 @@ __all__ = [
     "FencingTokenMismatch",
     "InvalidRequest",
     "JobAlreadyLeased",
+    "LeadershipLost",
     "Lease",
     "LeaseExpired",
     "LeaseGone",
@@ -136,6 +142,7 @@ __all__ = [
     "NotLeaseHolder",
     "PendingPreemption",
     "PermissionDenied",
+    "PostgresStore",
     "PreemptionDecision",
     "PreemptionFlushObserver",
     "PreemptionManager",

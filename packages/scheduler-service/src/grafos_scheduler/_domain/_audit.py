@@ -44,6 +44,8 @@ class AuditKind(enum.Enum):
     # A waiting ticket's shortfall that the leases below its priority cannot cover:
     # nothing is preempted. Recorded again only when the shortfall or the room changes.
     PREEMPTION_REFUSED = "preemption_refused"
+    # A replica won the leadership of a shared (PostgreSQL) store: a new epoch.
+    LEADER_ELECTED = "leader_elected"
 
 
 @attrs.frozen
