@@ -46,7 +46,8 @@ def with_extras(wheel: Path, package: Path) -> str:
 
 def install_project(session: nox.Session, *extra: str) -> None:
     # By path, never by name: an unrelated `pipeline-core` lives on the public index.
-    session.install("-e", str(CORE), "-e", str(SCHEDULER), *extra)
+    # With the `postgres` extra: the tests and the types cover PostgresStore too.
+    session.install("-e", str(CORE), "-e", f"{SCHEDULER}[postgres]", *extra)
 
 
 @nox.session(python=PYTHON)

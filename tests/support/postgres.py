@@ -7,6 +7,7 @@ user, in a temporary directory owned by it.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -27,7 +28,9 @@ def find_bindir() -> Path | None:
     """The newest installed server's bin directory, or None."""
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
     )
     if candidates:
         return Path(candidates[-1]).parent
@@ -138,8 +141,6 @@ class PostgresCluster:
                 time.sleep(0.1)
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
             self.stop("immediate")
-        except (subprocess.SubprocessError, OSError):
-            pass
         shutil.rmtree(self.root, ignore_errors=True)

@@ -16,6 +16,7 @@ import httpx
 import msgspec
 
 from .._domain._errors import SchedulerError
+from .._remote._failover import FailoverTransport, parse_base_urls
 from .._wire._models import (
     AcquireResult,
     AuditHeadView,
@@ -178,28 +179,35 @@ class _SharedRenewals:
 class SchedulerClient:
     """A synchronous client of the v1 API; thread-safe (one pooled httpx client).
 
-    ``transport`` lets tests talk to an in-process app; ``timeout`` bounds every call.
+    ``base_url`` is one URL, or several replicas' (a list, or a comma-separated
+    string): each call goes to the leader, following a standby's redirect and moving
+    on from a replica that is down, within the call's timeout (a
+    :class:`FailoverTransport`). ``transport`` lets tests talk to an in-process app;
+    ``timeout`` bounds every call.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         token: str,
         *,
         timeout: float = 5.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url
+        self.base_urls = parse_base_urls(base_url)
+        self.base_url = self.base_urls[0]
         self._http = httpx.Client(
-            base_url=base_url,
+            base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
-            transport=transport,
+            transport=FailoverTransport(
+                self.base_urls, transport=transport, default_budget=timeout
+            ),
         )
         self._shared = _SharedRenewals(self)
 
     def __repr__(self) -> str:  # never show the token
-        return f"SchedulerClient({self.base_url!r})"
+        return f"SchedulerClient({','.join(self.base_urls)!r})"
 
     def close(self) -> None:
         self._http.close()

@@ -116,9 +116,7 @@ _TICKET_COLUMNS = (
 )
 _AUDIT_COLUMNS = "seq, time, kind, lease_id, job, data, prev_hash, hash"
 
-_INSERT_LEASE = (
-    f"INSERT INTO grafos_leases ({_LEASE_COLUMNS}) VALUES ({', '.join(['%s'] * 18)})"  # noqa: S608 - constants
-)
+_INSERT_LEASE = f"INSERT INTO grafos_leases ({_LEASE_COLUMNS}) VALUES ({', '.join(['%s'] * 18)})"  # noqa: S608 - constants
 _UPDATE_LEASE = (
     "UPDATE grafos_leases SET ticket_id = %s, job = %s, holder = %s, priority = %s, "
     "slots = %s, ttl = %s, fencing_token = %s, state = %s, epoch = %s, granted_at = %s, "
@@ -137,12 +135,8 @@ _SELECT_LEASES_IN = (
     f"SELECT {_LEASE_COLUMNS} FROM grafos_leases WHERE state = %s "  # noqa: S608
     "ORDER BY granted_wall, position"
 )
-_SELECT_TICKETS = (
-    f"SELECT {_TICKET_COLUMNS} FROM grafos_tickets ORDER BY priority DESC, position"  # noqa: S608
-)
-_SELECT_AUDIT = (
-    f"SELECT {_AUDIT_COLUMNS} FROM grafos_audit WHERE seq > %s ORDER BY seq LIMIT %s"  # noqa: S608
-)
+_SELECT_TICKETS = f"SELECT {_TICKET_COLUMNS} FROM grafos_tickets ORDER BY priority DESC, position"  # noqa: S608
+_SELECT_AUDIT = f"SELECT {_AUDIT_COLUMNS} FROM grafos_audit WHERE seq > %s ORDER BY seq LIMIT %s"  # noqa: S608
 _INSERT_AUDIT = (
     f"INSERT INTO grafos_audit ({_AUDIT_COLUMNS}, leader_epoch) "  # noqa: S608
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -175,7 +169,8 @@ _RESIGN_LEADERSHIP = (
 )
 
 _PAGE_TEMPLATE = (
-    "SELECT {lease} FROM grafos_leases WHERE {where} ORDER BY granted_wall, lease_id LIMIT %(limit)s"
+    "SELECT {lease} FROM grafos_leases WHERE {where} "
+    "ORDER BY granted_wall, lease_id LIMIT %(limit)s"
 )
 
 
@@ -449,7 +444,12 @@ class _PostgresTransaction:
         data: Mapping[str, Any],
     ) -> AuditRecord:
         return _append_audit(
-            self._c(), self._leader_epoch, time=time, kind=kind, lease_id=lease_id, job=job,
+            self._c(),
+            self._leader_epoch,
+            time=time,
+            kind=kind,
+            lease_id=lease_id,
+            job=job,
             data=data,
         )
 
@@ -459,6 +459,7 @@ class _Fence:
     epoch: int
     owner: str
     on_lost: Callable[[int], None] | None
+    alive: Callable[[], bool] | None
 
 
 class _Shared:
@@ -500,21 +501,24 @@ class PostgresStore:
         pool_size: int = 4,
         connect_timeout: float = 5.0,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+        if not str(url).startswith(("postgresql://", "postgres://")):
             raise SchedulerError(f"store URL {url!r} is not a postgresql:// URL")
-        for name, value in (
+        timeouts: tuple[tuple[str, object], ...] = (
             ("lock_timeout", lock_timeout),
             ("statement_timeout", statement_timeout),
             ("idle_in_transaction_timeout", idle_in_transaction_timeout),
             ("connect_timeout", connect_timeout),
-        ):
+        )
+        for name, value in timeouts:
             if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
                 raise SchedulerError(f"{name} {value!r} must be a positive number of seconds")
         safe = _safe_url(url)
         try:
             given = psycopg.conninfo.conninfo_to_dict(url).get("options")
         except psycopg.ProgrammingError as exc:
-            raise SchedulerError(f"store URL {safe!r} is not a valid PostgreSQL URL: {exc}") from exc
+            raise SchedulerError(
+                f"store URL {safe!r} is not a valid PostgreSQL URL: {exc}"
+            ) from exc
         # The URL's own options (a search_path, say) come first; ours bound every wait.
         options = f"{given} " if given else ""
         options += " ".join(
@@ -557,17 +561,24 @@ class PostgresStore:
     # -- views -----------------------------------------------------------------------
 
     def fenced(
-        self, epoch: int, owner: str, on_lost: Callable[[int], None] | None = None
+        self,
+        epoch: int,
+        owner: str,
+        on_lost: Callable[[int], None] | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> PostgresStore:
         """A view of this store whose every write checks leadership ``epoch`` of ``owner``.
 
-        A failed check rolls the transaction back, calls ``on_lost(epoch)`` and raises
-        :class:`LeadershipLost`. The view shares this store's connections; closing it
-        leaves them open (the store's own :meth:`close` closes them).
+        The check runs in the write's own transaction, on the leadership row held
+        ``FOR SHARE``. ``alive`` is the leader's own verdict (its deadline on its
+        monotonic clock), asked before the transaction starts and again before it
+        commits. A failed check rolls the transaction back, calls ``on_lost(epoch)``
+        and raises :class:`LeadershipLost`. The view shares this store's connections;
+        closing it leaves them open (the store's own :meth:`close` closes them).
         """
         view = object.__new__(PostgresStore)
         view._shared = self._shared
-        view._fence = _Fence(epoch, owner, on_lost)
+        view._fence = _Fence(epoch, owner, on_lost, alive)
         view._view_closed = False
         view._lock = threading.Lock()
         view._in_transaction = set()
@@ -604,14 +615,14 @@ class PostgresStore:
 
     def _query(self, query: str, params: tuple[Any, ...] | Mapping[str, Any] = ()) -> list[Any]:
         with self._connection() as conn:
-            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(query, params).fetchall()
 
     def _create_schema(self) -> None:
         for attempt in range(5):
             try:
                 with self._connection() as conn, conn.transaction():
                     for statement in _SCHEMA:
-                        conn.execute(statement)  # type: ignore[arg-type]
+                        conn.execute(statement)
                     row = conn.execute(
                         "SELECT value FROM grafos_meta WHERE key = 'schema_version'"
                     ).fetchone()
@@ -649,6 +660,9 @@ class PostgresStore:
         fence = self._fence
         lost = False
         try:
+            if fence is not None and fence.alive is not None and not fence.alive():
+                lost = True
+                raise self._lost(fence)
             with self._connection() as conn:
                 try:
                     with conn.transaction(), conn.cursor() as cur:
@@ -656,17 +670,16 @@ class PostgresStore:
                             ok = cur.execute(_CHECK_EPOCH, (fence.epoch, fence.owner)).fetchone()
                             if ok is None:
                                 lost = True
-                                raise LeadershipLost(
-                                    f"store {self.url}: leadership epoch {fence.epoch} of "
-                                    f"{fence.owner!r} has ended; nothing was written",
-                                    self.url,
-                                    epoch=fence.epoch,
-                                )
+                                raise self._lost(fence)
                         txn = _PostgresTransaction(cur, None if fence is None else fence.epoch)
                         try:
                             yield txn
                         finally:
                             txn.open = False
+                        if fence is not None and fence.alive is not None and not fence.alive():
+                            # Past our own deadline mid-transaction: do not commit.
+                            lost = True
+                            raise self._lost(fence)
                 except StoreError as exc:
                     if exc.path is None:
                         raise StoreError(f"store {self.url}: {exc}", self.url) from exc
@@ -676,6 +689,14 @@ class PostgresStore:
                 self._in_transaction.discard(me)
             if lost and fence is not None and fence.on_lost is not None:
                 fence.on_lost(fence.epoch)
+
+    def _lost(self, fence: _Fence) -> LeadershipLost:
+        return LeadershipLost(
+            f"store {self.url}: leadership epoch {fence.epoch} of {fence.owner!r} has ended; "
+            "nothing was written",
+            self.url,
+            epoch=fence.epoch,
+        )
 
     def get_lease(self, lease_id: int) -> LeaseRow | None:
         """The lease row, or None."""
@@ -749,7 +770,9 @@ class PostgresStore:
         epoch, owner, url, expires_in = rows[0]
         return LeaderRow(int(epoch), owner, url, float(expires_in))
 
-    def take_leadership(self, owner: str, url: str | None, ttl: float, *, wall: float) -> int | None:
+    def take_leadership(
+        self, owner: str, url: str | None, ttl: float, *, wall: float
+    ) -> int | None:
         """Become leader if the row has lapsed: the next epoch, or None if it is held.
 
         The epoch bump and its ``leader_elected`` audit record commit together, so
@@ -811,4 +834,3 @@ class PostgresStore:
     def __repr__(self) -> str:
         fence = "" if self._fence is None else f", epoch={self._fence.epoch}"
         return f"PostgresStore({self.url!r}{fence})"
-
