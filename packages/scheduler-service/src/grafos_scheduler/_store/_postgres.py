@@ -103,7 +103,7 @@ _SCHEMA = (
         leader_epoch BIGINT
     )""",
     """INSERT INTO grafos_leadership (id, epoch, owner, url, expires_at)
-        VALUES (1, 0, NULL, NULL, '-infinity') ON CONFLICT (id) DO NOTHING""",
+        VALUES (1, 0, NULL, NULL, 'epoch') ON CONFLICT (id) DO NOTHING""",
 )
 
 _LEASE_COLUMNS = (
