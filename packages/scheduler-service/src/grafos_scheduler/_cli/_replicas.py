@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
+import threading
 import urllib.parse
 from typing import Any
 
@@ -110,15 +111,17 @@ def serve_replica(
     advertise_url: str | None,
     leader_ttl: float,
 ) -> int:
-    """Run one replica on ``sock`` until uvicorn stops; the leader resigns on the way out."""
+    """Run one replica on ``sock`` until uvicorn stops; the leader resigns on the way out.
+
+    The socket answers at once, as a standby with no known leader (503 ``not_leader``),
+    while the API's code loads; only then does the replica compete. A replica that
+    listened without answering would hold each caller until its timeout.
+    """
     import uvicorn
 
     from .._scheduler._replica import Replica
-    from .._scheduler._scheduler import Scheduler
-    from .._service._app import create_app
     from .._service._standby import StandbyRedirect
     from .._store._postgres import PostgresStore
-    from .._store._protocol import SchedulerStore
 
     host, port = sock.getsockname()[:2]
     if advertise_url is None:
@@ -136,12 +139,29 @@ def serve_replica(
         idle_in_transaction_timeout=max(0.05, leader_ttl / 4),
         connect_timeout=max(1.0, leader_ttl),
     )
+    factories: dict[str, Any] = {}
 
-    def make_scheduler(fenced: SchedulerStore) -> Scheduler:
-        return Scheduler(capacity, fenced, max_defer=max_defer)
+    def make_scheduler(fenced: Any) -> Any:
+        return factories["scheduler"](capacity, fenced, max_defer=max_defer)
+
+    def make_app(scheduler: Any) -> Any:
+        return factories["app"](scheduler, tokens)
 
     replica = Replica(store, make_scheduler, advertise_url=advertise_url, leader_ttl=leader_ttl)
-    front = StandbyRedirect(replica, lambda scheduler: create_app(scheduler, tokens), tokens)
+    front = StandbyRedirect(replica, make_app, tokens)
+
+    def warm_up_then_compete() -> None:
+        # The first API app a process builds costs seconds (imports, the OpenAPI
+        # schema): pay it before competing, not in the middle of a takeover.
+        from .._scheduler._scheduler import Scheduler
+        from .._service._app import create_app
+        from .._store._sqlite import SqliteStore
+
+        with Scheduler(1, SqliteStore(":memory:"), autostart=False) as warm:
+            create_app(warm, tokens)
+        factories["scheduler"], factories["app"] = Scheduler, create_app
+        replica.start()
+
     logging.getLogger("grafos_scheduler.http").info(
         "serving",
         extra={
@@ -156,11 +176,13 @@ def serve_replica(
             "max_defer": max_defer,
         },
     )
-    replica.start()
+    warm_up = threading.Thread(target=warm_up_then_compete, name="grafos-warm-up", daemon=True)
+    warm_up.start()
     try:
         config = uvicorn.Config(front, log_config=None, access_log=False, lifespan="on")
         server = uvicorn.Server(config)
         server.run(sockets=[sock])
     finally:
+        warm_up.join()
         replica.close()
     return 0 if server.started else 2

@@ -121,6 +121,9 @@ class FailoverTransport(httpx.BaseTransport):
         url = self._on(base, request)
         redirects = 0
         tried_in_round = 0
+        # Replicas found down in this request: a standby that still names one as the
+        # leader (its leadership has not lapsed yet) is not followed there again.
+        down: set[tuple[str, int | None]] = set()
         last_error: httpx.TransportError | None = None
         last_response: httpx.Response | None = None
         while True:
@@ -136,6 +139,7 @@ class FailoverTransport(httpx.BaseTransport):
                 # Never reached a server: safe to send elsewhere, whatever the method.
                 last_error = exc
                 self.skips += 1
+                down.add((url.host, url.port))
                 base = self._next_after(url)
                 url = self._on(base, request)
                 tried_in_round += 1
@@ -144,16 +148,22 @@ class FailoverTransport(httpx.BaseTransport):
                     time.sleep(min(ROUND_PAUSE, max(0.0, deadline - time.monotonic())))
                 continue
             location = response.headers.get("location")
-            if response.status_code == 307 and location and redirects < MAX_REDIRECTS:
+            target = None if location is None else httpx.URL(location)
+            if response.status_code == 307 and target is not None and redirects < MAX_REDIRECTS:
                 response.read()
                 response.close()
-                redirects += 1
-                self.redirects += 1
-                url = httpx.URL(location)
-                base = url.copy_with(path="/", query=None)
-                continue
-            if response.status_code == 503 and _is_not_leader(response):
+                if (target.host, target.port) not in down:
+                    redirects += 1
+                    self.redirects += 1
+                    url = target
+                    base = url.copy_with(path="/", query=None)
+                    continue
+                last_response = response  # it names a leader that is down: wait it out
+            elif response.status_code == 503:
                 response.read()
+            if last_response is response or (
+                response.status_code == 503 and _is_not_leader(response)
+            ):
                 response.close()
                 last_response = response
                 base = self._next_after(url)

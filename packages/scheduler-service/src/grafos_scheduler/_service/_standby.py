@@ -320,7 +320,7 @@ class StandbyRedirect:
     async def _follow(self) -> None:
         """Start the API app when this replica wins, stop it when it steps down."""
         while True:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
             try:
                 status = self.leadership.status()
                 current = self._current
