@@ -23,9 +23,12 @@ import psycopg
 import psycopg_pool
 
 from .._domain._audit import GENESIS_HASH, AuditKind, AuditRecord, make_record
+from .._domain._change import Change
 from .._domain._errors import SchedulerError, StoreClosed, StoreError, StoreSuperseded
-from .._domain._lease import LeaseState, id_from_hex, id_hex
-from .._store._protocol import LeaseRow, TicketRow
+from .._domain._ids import id_from_hex, id_hex
+from .._domain._lease import LeaseState
+from .._domain._rows import LeaseRow, TicketRow
+from .._store._protocol import write_change
 
 __all__ = ["SCHEMA_VERSION", "LeaderRow", "LeadershipLost", "PostgresStore"]
 
@@ -78,7 +81,7 @@ _SCHEMA = (
         last_token BIGINT NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS grafos_tickets (
-        position BIGSERIAL PRIMARY KEY,
+        position BIGINT PRIMARY KEY,
         ticket_id TEXT NOT NULL UNIQUE,
         job TEXT NOT NULL,
         holder TEXT NOT NULL,
@@ -142,6 +145,11 @@ _INSERT_AUDIT = (
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _SELECT_HEAD = "SELECT seq, hash FROM grafos_audit ORDER BY seq DESC LIMIT 1"
+_SELECT_COUNTER = "SELECT last_token FROM grafos_fencing_tokens WHERE job = %s"
+_ID_IN_USE = (
+    "SELECT 1 FROM grafos_leases WHERE lease_id = %(k)s OR ticket_id = %(k)s "
+    "UNION ALL SELECT 1 FROM grafos_tickets WHERE ticket_id = %(k)s LIMIT 1"
+)
 _COUNT_BY_STATE = "SELECT state, COUNT(*) FROM grafos_leases GROUP BY state"
 _SELECT_CURSOR = "SELECT granted_wall, lease_id FROM grafos_leases WHERE lease_id = %s"
 # The leader's check, inside each of its write transactions. FOR SHARE makes a
@@ -315,38 +323,21 @@ def _canonical_data(data: Mapping[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _append_audit(
-    cur: psycopg.Cursor[Any],
-    leader_epoch: int | None,
-    *,
-    time: float,
-    kind: AuditKind,
-    lease_id: int | None,
-    job: str | None,
-    data: Mapping[str, Any],
-) -> AuditRecord:
-    # FOR UPDATE on the head: two writers (there should never be two) cannot fork it;
-    # the seq primary key would refuse the second anyway.
-    head = cur.execute(_SELECT_HEAD + " FOR UPDATE").fetchone()
-    prev_seq, prev_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
-    record = make_record(
-        prev_seq, prev_hash, time=time, kind=kind, lease_id=lease_id, job=job, data=data
-    )
+def _insert_audit(cur: psycopg.Cursor[Any], record: AuditRecord, leader_epoch: int | None) -> None:
     cur.execute(
         _INSERT_AUDIT,
         (
             record.seq,
             record.time,
             record.kind,
-            None if lease_id is None else id_hex(lease_id),
-            job,
+            None if record.lease_id is None else id_hex(record.lease_id),
+            record.job,
             _canonical_data(record.data),
             record.prev_hash,
             record.hash,
             leader_epoch,
         ),
     )
-    return record
 
 
 class _PostgresTransaction:
@@ -364,32 +355,22 @@ class _PostgresTransaction:
             raise SchedulerError("this store transaction has already ended")
         return self._cur
 
-    def id_in_use(self, value: int) -> bool:
-        key = id_hex(value)
-        row = (
-            self._c()
-            .execute(
-                "SELECT 1 FROM grafos_leases WHERE lease_id = %(k)s OR ticket_id = %(k)s "
-                "UNION ALL SELECT 1 FROM grafos_tickets WHERE ticket_id = %(k)s LIMIT 1",
-                {"k": key},
-            )
-            .fetchone()
-        )
-        return row is not None
+    def audit_head(self) -> tuple[int, str]:
+        # FOR UPDATE: a second writer (there should never be one) waits, then sees
+        # the head moved and refuses; the seq primary key would refuse it anyway.
+        head = self._c().execute(_SELECT_HEAD + " FOR UPDATE").fetchone()
+        return (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
 
-    def mint_fencing_token(self, job: str) -> int:
-        row = (
-            self._c()
-            .execute(
-                "INSERT INTO grafos_fencing_tokens (job, last_token) VALUES (%s, 1) "
-                "ON CONFLICT (job) DO UPDATE "
-                "SET last_token = grafos_fencing_tokens.last_token + 1 RETURNING last_token",
-                (job,),
-            )
-            .fetchone()
+    def fencing_token(self, job: str) -> int:
+        row = self._c().execute(_SELECT_COUNTER + " FOR UPDATE", (job,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_fencing_token(self, job: str, token: int) -> None:
+        self._c().execute(
+            "INSERT INTO grafos_fencing_tokens (job, last_token) VALUES (%(job)s, %(token)s) "
+            "ON CONFLICT (job) DO UPDATE SET last_token = %(token)s",
+            {"job": job, "token": token},
         )
-        assert row is not None
-        return int(row[0])
 
     def insert_lease(self, row: LeaseRow) -> None:
         self._c().execute(_INSERT_LEASE, _lease_params(row))
@@ -401,57 +382,30 @@ class _PostgresTransaction:
         if cur.rowcount != 1:
             raise StoreError(f"lease {params[0]} is not an ACTIVE lease in the store")
 
-    def insert_ticket(self, row: TicketRow) -> TicketRow:
-        got = (
-            self._c()
-            .execute(
-                "INSERT INTO grafos_tickets (ticket_id, job, holder, priority, slots, ttl, "
-                "epoch, requested_at, requested_wall) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "RETURNING position",
-                (
-                    id_hex(row.ticket_id),
-                    row.job,
-                    row.holder,
-                    row.priority,
-                    row.slots,
-                    row.ttl,
-                    row.epoch,
-                    row.requested_at,
-                    row.requested_wall,
-                ),
-            )
-            .fetchone()
+    def insert_ticket(self, row: TicketRow) -> None:
+        self._c().execute(
+            "INSERT INTO grafos_tickets (position, ticket_id, job, holder, priority, slots, "
+            "ttl, epoch, requested_at, requested_wall) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                row.position,
+                id_hex(row.ticket_id),
+                row.job,
+                row.holder,
+                row.priority,
+                row.slots,
+                row.ttl,
+                row.epoch,
+                row.requested_at,
+                row.requested_wall,
+            ),
         )
-        assert got is not None
-        return attrs.evolve(row, position=int(got[0]))
 
     def delete_ticket(self, ticket_id: int) -> None:
         self._c().execute("DELETE FROM grafos_tickets WHERE ticket_id = %s", (id_hex(ticket_id),))
 
-    def active_leases(self) -> list[LeaseRow]:
-        return [_lease_row(r) for r in self._c().execute(_SELECT_ACTIVE + " FOR UPDATE")]
-
-    def tickets(self) -> list[TicketRow]:
-        return [_ticket_row(r) for r in self._c().execute(_SELECT_TICKETS)]
-
-    def append_audit(
-        self,
-        *,
-        time: float,
-        kind: AuditKind,
-        lease_id: int | None,
-        job: str | None,
-        data: Mapping[str, Any],
-    ) -> AuditRecord:
-        return _append_audit(
-            self._c(),
-            self._leader_epoch,
-            time=time,
-            kind=kind,
-            lease_id=lease_id,
-            job=job,
-            data=data,
-        )
+    def append_audit(self, record: AuditRecord) -> None:
+        _insert_audit(self._c(), record, self._leader_epoch)
 
 
 @attrs.frozen
@@ -681,8 +635,9 @@ class PostgresStore:
                             lost = True
                             raise self._lost(fence)
                 except StoreError as exc:
-                    if exc.path is None:
-                        raise StoreError(f"store {self.url}: {exc}", self.url) from exc
+                    if exc.path is None and not isinstance(exc, LeadershipLost):
+                        # Same class (StoreConflict stays one), now naming the database.
+                        raise type(exc)(f"store {self.url}: {exc}", self.url) from exc
                     raise
         finally:
             with self._lock:
@@ -697,6 +652,29 @@ class PostgresStore:
             self.url,
             epoch=fence.epoch,
         )
+
+    def commit(self, change: Change) -> None:
+        """Write ``change`` in one transaction (see SchedulerStore); a fenced view
+        checks its leadership epoch first, in the same transaction."""
+        with self.transaction() as txn:
+            write_change(txn, change)
+
+    def fencing_token(self, job: str) -> int:
+        """The job's last minted fencing token, 0 if it never had one."""
+        rows = self._query(_SELECT_COUNTER, (job,))
+        return 0 if not rows else int(rows[0][0])
+
+    def id_in_use(self, value: int) -> bool:
+        """True if ``value`` was ever a lease id or a ticket id."""
+        return bool(self._query(_ID_IN_USE, {"k": id_hex(value)}))
+
+    def active_leases(self) -> list[LeaseRow]:
+        """Every ACTIVE lease, oldest grant first."""
+        return [_lease_row(r) for r in self._query(_SELECT_ACTIVE)]
+
+    def tickets(self) -> list[TicketRow]:
+        """Every pending ticket, in (priority descending, position) order."""
+        return [_ticket_row(r) for r in self._query(_SELECT_TICKETS)]
 
     def get_lease(self, lease_id: int) -> LeaseRow | None:
         """The lease row, or None."""
@@ -786,9 +764,13 @@ class PostgresStore:
             if got is None:
                 return None
             epoch = int(got[0])
-            _append_audit(
-                cur,
-                epoch,
+            head = cur.execute(_SELECT_HEAD + " FOR UPDATE").fetchone()
+            prev_seq, prev_hash = (
+                (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
+            )
+            record = make_record(
+                prev_seq,
+                prev_hash,
                 time=wall,
                 kind=AuditKind.LEADER_ELECTED,
                 lease_id=None,
@@ -801,6 +783,7 @@ class PostgresStore:
                     "previous_owner": None if previous is None else previous[1],
                 },
             )
+            _insert_audit(cur, record, epoch)
             return epoch
 
     def renew_leadership(self, epoch: int, owner: str, ttl: float) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .cluster import free_port
+from support.postgres import free_port
 
 ADMIN_TOKEN = "admin-token-for-replica-tests-01"
 WORKERS = {f"w{i}": f"worker-{i}-token-for-replica-tests" for i in range(8)}
