@@ -149,3 +149,17 @@ def leader_of(replicas: list[ReplicaProcess], timeout: float = 30.0) -> ReplicaP
             states = {r.name: r.health() for r in replicas}
             raise AssertionError(f"no single leader: {json.dumps(states)}")
         time.sleep(0.05)
+
+
+def wait_health(
+    replica: ReplicaProcess, want: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+) -> dict[str, Any]:
+    """The replica's /healthz once ``want`` holds for it."""
+    give_up = time.monotonic() + timeout
+    while True:
+        health = replica.health()
+        if health is not None and want(health):
+            return health
+        if time.monotonic() > give_up:
+            raise AssertionError(f"{replica.name}: /healthz never matched; last {health}")
+        time.sleep(0.05)

@@ -10,7 +10,7 @@ import pytest
 
 from grafos_scheduler import PostgresStore, SchedulerClient, SchedulerError
 
-from .conftest import ADMIN_TOKEN, WORKERS, ReplicaFactory, leader_of
+from .conftest import ADMIN_TOKEN, WORKERS, ReplicaFactory, leader_of, wait_health
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -32,7 +32,8 @@ def test_one_leader_and_standbys_redirect_with_path_and_query(
     }
     assert health["epoch"] >= 1
     for standby in (r for r in replicas if r is not leader):
-        got = standby.health()
+        # Competing once warmed up: then it knows who leads.
+        got = wait_health(standby, lambda h: h["leader_url"] is not None)
         assert got == {
             "status": "ok",
             "role": "standby",
@@ -82,6 +83,7 @@ def test_a_standby_with_no_known_leader_answers_503_not_leader(
         assert store.take_leadership("elsewhere", None, 60.0, wall=time.time()) is not None
         replica = start_replica("r0")
         replica.wait_up()
+        wait_health(replica, lambda h: h["epoch"] == 1)
         response = httpx.get(replica.url + "/v1/leases", headers=AUTH, follow_redirects=False)
         assert response.status_code == 503
         assert response.json()["error"] == "not_leader"

@@ -13,9 +13,11 @@ what it computed while it was being deposed.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -62,36 +64,56 @@ class SoleLeader:
 
 
 class _Lifespan:
-    """Drives an inner ASGI app's lifespan (startup and shutdown hooks) by hand."""
+    """Builds an inner API app and drives its lifespan, on a thread of its own.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._to_app: asyncio.Queue[Message] = asyncio.Queue()
-        self._from_app: asyncio.Queue[Message] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+    Its hooks are blocking (the audit logger reads the store): on the serving loop, a
+    deposed leader's shutdown hooks, stuck on a database that no longer answers,
+    would stall every caller, standby answers included.
+    """
 
-    async def _receive(self) -> Message:
-        return await self._to_app.get()
+    def __init__(self, make_app: Callable[[], ASGIApp]) -> None:
+        self._make_app = make_app
+        self.app: ASGIApp | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="grafos-api-lifespan", daemon=True
+        )
+        self._thread.start()
+        self._to_app: asyncio.Queue[Message] | None = None
+        self._from_app: asyncio.Queue[Message] | None = None
+        self._task: asyncio.Future[None] | None = None
 
-    async def _send(self, message: Message) -> None:
-        await self._from_app.put(message)
+    async def start(self) -> ASGIApp:
+        future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+        try:
+            return await asyncio.wrap_future(future)
+        except BaseException:
+            self.stop_soon()
+            raise
 
-    async def start(self) -> None:
+    async def _start(self) -> ASGIApp:
+        app = self._make_app()
+        self._to_app, self._from_app = asyncio.Queue(), asyncio.Queue()
         scope: Any = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        self._task = asyncio.ensure_future(self.app(scope, self._receive, self._send))
+        self._task = asyncio.ensure_future(app(scope, self._to_app.get, self._from_app.put))
         await self._to_app.put({"type": "lifespan.startup"})
         reply = await self._from_app.get()
         if reply["type"] != "lifespan.startup.complete":
             raise RuntimeError(f"the API app did not start: {reply.get('message')}")
+        self.app = app
+        return app
 
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        await self._to_app.put({"type": "lifespan.shutdown"})
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._from_app.get(), timeout=10)
-            await asyncio.wait_for(self._task, timeout=10)
-        self._task = None
+    async def _stop(self) -> None:
+        if self._task is not None and self._to_app is not None and self._from_app is not None:
+            await self._to_app.put({"type": "lifespan.shutdown"})
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._from_app.get(), timeout=30)
+                await asyncio.wait_for(self._task, timeout=30)
+        self._loop.call_soon(self._loop.stop)
+
+    def stop_soon(self) -> concurrent.futures.Future[None]:
+        """Shut the app down on its own thread; returns at once, with its future."""
+        return asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
 
 
 async def _answer(
@@ -182,7 +204,7 @@ class StandbyRedirect:
         self.leadership = leadership
         self._make_app = make_app
         self._tokens = tokens
-        self._current: tuple[Scheduler, _Lifespan] | None = None
+        self._current: tuple[Scheduler, _Lifespan] | None = None  # its app is started
         self._switch: asyncio.Lock | None = None
         self._follower: asyncio.Task[None] | None = None
 
@@ -308,14 +330,14 @@ class StandbyRedirect:
                 return current[1].app
             if current is not None:
                 self._current = None
-                await current[1].stop()
+                current[1].stop_soon()
             status = self.leadership.status()
             if status.scheduler is not scheduler:
                 return None
-            lifespan = _Lifespan(self._make_app(scheduler))
-            await lifespan.start()
+            lifespan = _Lifespan(lambda: self._make_app(scheduler))
+            app = await lifespan.start()
             self._current = (scheduler, lifespan)
-            return lifespan.app
+            return app
 
     async def _follow(self) -> None:
         """Start the API app when this replica wins, stop it when it steps down."""
@@ -330,7 +352,7 @@ class StandbyRedirect:
                     async with self._switch:
                         if self._current is current:
                             self._current = None
-                            await current[1].stop()
+                            current[1].stop_soon()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -349,6 +371,8 @@ class StandbyRedirect:
                         await self._follower
                 current, self._current = self._current, None
                 if current is not None:
-                    await current[1].stop()
+                    # A clean stop waits for the audit log's last lines, not forever.
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.wrap_future(current[1].stop_soon()), 10)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
