@@ -71,9 +71,9 @@ if TYPE_CHECKING:
     from ._service._app import create_app as create_app
     from ._service._metrics import SchedulerMetrics as SchedulerMetrics
     from ._service._server import BackgroundServer as BackgroundServer
-    from ._store._sqlite import SqliteStore as SqliteStore
     from ._store._postgres import LeadershipLost as LeadershipLost
     from ._store._postgres import PostgresStore as PostgresStore
+    from ._store._sqlite import SqliteStore as SqliteStore
 
 # The heavy half, loaded on first use: the scheduler and the SQLite store (sqlite3), the
 # HTTP server (Litestar, uvicorn, anyio) and its metrics (prometheus-client). A worker

@@ -142,7 +142,8 @@ def serve_replica(
     factories: dict[str, Any] = {}
 
     def make_scheduler(fenced: Any) -> Any:
-        return factories["scheduler"](capacity, fenced, max_defer=max_defer)
+        # A change of leader: the holders could not renew while nobody led.
+        return factories["scheduler"](capacity, fenced, max_defer=max_defer, leader_change=True)
 
     def make_app(scheduler: Any) -> Any:
         return factories["app"](scheduler, tokens)

@@ -465,11 +465,18 @@ class PreemptionManager:
         self.wake.set()  # the executor's sleep must now end by this deadline
 
     def restore_pending(
-        self, lease_id: int, cause: str, requested_at: float, deadline: float
+        self,
+        lease_id: int,
+        cause: str,
+        requested_at: float,
+        deadline: float,
+        *,
+        ready: bool = True,
     ) -> bool:
         """Re-register a pending preemption read back from the store after a restart.
 
-        Markers do not survive a restart, so the lease is queued as ready at once.
+        Markers do not survive a restart, so the lease is queued as ready at once;
+        with ``ready=False`` it waits for its deadline or a report of no markers.
         """
         with self._lock:
             entry = self._tracked.get(lease_id)
@@ -477,7 +484,7 @@ class PreemptionManager:
                 return False
             if entry.pending is None:
                 self._set_pending_locked(lease_id, entry, _Pending(cause, requested_at, deadline))
-            if not entry.markers and not entry.remote:
+            if ready and not entry.markers and not entry.remote:
                 self._ready.append(lease_id)
             return True
 

@@ -92,10 +92,20 @@ def plan_restart(
 
 
 def restore_pending(
-    manager: PreemptionManager, rows: list[LeaseRow], *, now: float, wall: float
+    manager: PreemptionManager,
+    rows: list[LeaseRow],
+    *,
+    now: float,
+    wall: float,
+    hold: bool = False,
 ) -> None:
     """Give the manager back the preemptions that were pending when the store was
-    last written, with deadlines rebased and never beyond ``max_defer`` from now."""
+    last written, with deadlines rebased and never beyond ``max_defer`` from now.
+
+    ``hold`` (a change of leader): each waits for its original deadline, or for its
+    holder's next renewal to report no flush in flight, as the markers it had are
+    still held by live workers; otherwise each is carried out on the first tick.
+    """
     for row in rows:
         if row.preempt_cause is None:
             continue
@@ -106,4 +116,5 @@ def restore_pending(
             row.preempt_cause,
             now - (wall - row.preempt_requested_wall),
             now + min(row.preempt_deadline_wall - wall, manager.max_defer),
+            ready=not hold,
         )

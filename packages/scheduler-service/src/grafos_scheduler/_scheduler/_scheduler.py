@@ -113,6 +113,7 @@ class Scheduler:
         max_defer: float = 30.0,
         autostart: bool = True,
         checkpoint_interval: float = 5.0,
+        leader_change: bool = False,
     ) -> None:
         self.capacity: int = check_count(capacity, "capacity", 1)
         if isinstance(checkpoint_interval, bool) or not 0 < checkpoint_interval <= 3600:
@@ -123,6 +124,9 @@ class Scheduler:
         #: Seconds between checkpoints of renewed expiries (renewals live in memory).
         self.checkpoint_interval = float(checkpoint_interval)
         self._store = store
+        # A new leader of a shared store: restored deferred preemptions wait for their
+        # deadlines (the holders' markers are alive and come back with their renewals).
+        self._leader_change = bool(leader_change)
         self._clock: Clock = as_clock(clock)
         #: The manager tracking ACTIVE leases and their non-preemptible markers
         #: (``mark_non_preemptible``, ``clear_non_preemptible``, ``reasons``). Its
@@ -263,7 +267,7 @@ class Scheduler:
         for ticket in restart.tickets:
             self._book.restore_ticket(ticket)
         kept = [r for r in restart.change.updated_leases if r.state is LeaseState.ACTIVE]
-        restore_pending(self.manager, kept, now=now, wall=wall)
+        restore_pending(self.manager, kept, now=now, wall=wall, hold=self._leader_change)
         self._grant_tickets_locked()
 
     def start(self) -> None:

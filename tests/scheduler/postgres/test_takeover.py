@@ -1,0 +1,105 @@
+"""Replicas in one process: the fenced write, the takeover's restore, fresh TTLs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from grafos_scheduler import (
+    LeadershipLost,
+    ManualClock,
+    NonPreemptibleReason,
+    PostgresStore,
+    PreemptionOutcome,
+    Scheduler,
+    SchedulerStore,
+)
+from grafos_scheduler._scheduler._replica import Replica, Role
+from support.scheduling import as_lease
+
+
+def _replica(url: str, name: str, ttl: float = 1.0) -> Replica:
+    def make(store: SchedulerStore) -> Scheduler:
+        return Scheduler(4, store, max_defer=30.0, leader_change=True)
+
+    return Replica(
+        PostgresStore(url), make, advertise_url=f"http://{name}", leader_ttl=ttl, owner=name
+    )
+
+
+@pytest.fixture
+def replicas(postgres_url: str) -> Iterator[list[Replica]]:
+    made = [_replica(postgres_url, "a"), _replica(postgres_url, "b")]
+    yield made
+    for r in made:
+        r.close()
+
+
+def test_a_deposed_leader_writes_nothing_and_steps_down(
+    replicas: list[Replica], postgres_url: str
+) -> None:
+    a = replicas[0].start()
+    status = a.wait_for_role(Role.LEADER, 20)
+    assert status.scheduler is not None
+    as_lease(status.scheduler.acquire("before", "w", 0, 1, 30.0))
+    # Someone else holds the row now (as after a lapse and a takeover).
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE grafos_leadership SET epoch = epoch + 1, owner = 'thief', "
+            "expires_at = clock_timestamp() + interval '1 minute'"
+        )
+    with pytest.raises(LeadershipLost, match=f"epoch {status.epoch}"):
+        status.scheduler.acquire("after", "w", 0, 1, 30.0)
+    assert a.refused_writes == 1
+    assert a.status().role is Role.STANDBY  # at once, before its thread notices
+    with PostgresStore(postgres_url) as store:
+        assert [r.job for r in store.list_leases()] == ["before"]
+        assert store.audit_head()[0] == max(seq for seq, _ in store.audit_epochs())
+
+
+def test_the_takeover_restores_leases_with_a_fresh_ttl_and_deferrals_at_their_deadline(
+    replicas: list[Replica], postgres_url: str
+) -> None:
+    a, b = replicas
+    a.start()
+    first = a.wait_for_role(Role.LEADER, 20)
+    assert first.scheduler is not None
+    lease = as_lease(first.scheduler.acquire("low", "w", 0, 4, 3.0))
+    first.scheduler.manager.mark_non_preemptible(lease.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
+    decision = first.scheduler.request_preemption(lease.lease_id, "make room")
+    assert decision.outcome is PreemptionOutcome.DEFERRED
+    pending = first.scheduler.pending_preemption(lease.lease_id)
+    assert pending is not None
+    deadline_wall = time.time() + (pending.deadline - time.monotonic())
+    time.sleep(1.0)
+    b.start()
+    a.close()  # resigns: b need not wait for the row to lapse
+    second = b.wait_for_role(Role.LEADER, 20)
+    assert second.epoch == first.epoch + 1
+    assert second.scheduler is not None
+    restored = second.scheduler.get(lease.lease_id)
+    assert restored.fencing_token == lease.fencing_token
+    # A whole TTL from the takeover, though a second of it had passed before.
+    assert restored.expires_at - time.monotonic() > 2.5
+    again = second.scheduler.pending_preemption(lease.lease_id)
+    assert again is not None
+    assert abs(time.time() + (again.deadline - time.monotonic()) - deadline_wall) < 0.5
+    with PostgresStore(postgres_url) as store:
+        kinds = [r.kind for r in store.audit_records(0, 1000)]
+    assert kinds.count("leader_elected") == 2
+    assert kinds[-1] == "restart"
+
+
+def test_fresh_ttl_gives_every_restored_lease_a_whole_ttl(
+    make_store: Callable[[], SchedulerStore], store_kind: str
+) -> None:
+    clock = ManualClock()
+    with Scheduler(4, make_store(), clock=clock, autostart=False) as first:
+        lease = as_lease(first.acquire("j", "w", 0, 1, 10.0))
+        clock.advance(8.0)
+    with Scheduler(4, make_store(), clock=clock, autostart=False, leader_change=True) as second:
+        assert second.get(lease.lease_id).expires_at == pytest.approx(clock.monotonic() + 10.0)
+    assert store_kind in ("sqlite", "postgres")  # on both stores
