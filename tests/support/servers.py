@@ -1,14 +1,14 @@
 """Fixtures for the tests of the HTTP service and of its remote users (client, agent).
 
-A real scheduler on SQLite with the real clock and executor, the real Litestar app, a
-real uvicorn on 127.0.0.1. tests/scheduler/service/conftest.py and remote/conftest.py
+A real scheduler on each store (SQLite, PostgreSQL) with the real clock and executor,
+the real Litestar app, a real uvicorn on 127.0.0.1. tests/scheduler/service/conftest.py
+and remote/conftest.py
 import these fixtures; here they are written once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from grafos_scheduler import (
     BackgroundServer,
     Scheduler,
     SchedulerClient,
-    SqliteStore,
+    SchedulerStore,
     TokenConfig,
     create_app,
 )
@@ -79,8 +79,9 @@ def tokens() -> TokenConfig:
 
 
 @pytest.fixture
-def scheduler(tmp_path: Path) -> Iterator[Scheduler]:
-    with Scheduler(2, SqliteStore(tmp_path / "scheduler.db"), max_defer=30.0) as s:
+def scheduler(make_store: Callable[[], SchedulerStore]) -> Iterator[Scheduler]:
+    """On each store in turn (``make_store``, tests/scheduler/conftest.py)."""
+    with Scheduler(2, make_store(), max_defer=30.0) as s:
         s.start()
         yield s
 
