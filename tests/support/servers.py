@@ -2,8 +2,7 @@
 
 A real scheduler on each store (SQLite, PostgreSQL) with the real clock and executor,
 the real Litestar app, a real uvicorn on 127.0.0.1. tests/scheduler/service/conftest.py
-and remote/conftest.py
-import these fixtures; here they are written once.
+and remote/conftest.py import these fixtures; here they are written once.
 """
 
 from __future__ import annotations
