@@ -40,12 +40,13 @@ import psycopg
 from grafos_scheduler import (
     Lease,
     PostgresStore,
+    Replica,
+    ReplicaRole,
     Scheduler,
     SchedulerClient,
     SchedulerStore,
     ServiceError,
 )
-from grafos_scheduler._scheduler._replica import Replica, Role
 
 if TYPE_CHECKING:
     from benchmarks.harness import Row, Sample, interleaved, markdown_table
@@ -87,7 +88,7 @@ def _leader(url: str) -> Replica:
 
     replica = Replica(PostgresStore(url), make, advertise_url=None, leader_ttl=10.0)
     replica.start()
-    replica.wait_for_role(Role.LEADER, 30)
+    replica.wait_for_role(ReplicaRole.LEADER, 30)
     return replica
 
 

@@ -14,10 +14,11 @@ from grafos_scheduler import (
     NonPreemptibleReason,
     PostgresStore,
     PreemptionOutcome,
+    Replica,
+    ReplicaRole,
     Scheduler,
     SchedulerStore,
 )
-from grafos_scheduler._scheduler._replica import Replica, Role
 from support.scheduling import as_lease
 
 
@@ -42,7 +43,7 @@ def test_a_deposed_leader_writes_nothing_and_steps_down(
     replicas: list[Replica], postgres_url: str
 ) -> None:
     a = replicas[0].start()
-    status = a.wait_for_role(Role.LEADER, 20)
+    status = a.wait_for_role(ReplicaRole.LEADER, 20)
     assert status.scheduler is not None
     as_lease(status.scheduler.acquire("before", "w", 0, 1, 30.0))
     # Someone else holds the row now (as after a lapse and a takeover).
@@ -54,7 +55,7 @@ def test_a_deposed_leader_writes_nothing_and_steps_down(
     with pytest.raises(LeadershipLost, match=f"epoch {status.epoch}"):
         status.scheduler.acquire("after", "w", 0, 1, 30.0)
     assert a.refused_writes == 1
-    assert a.status().role is Role.STANDBY  # at once, before its thread notices
+    assert a.status().role is ReplicaRole.STANDBY  # at once, before its thread notices
     with PostgresStore(postgres_url) as store:
         assert [r.job for r in store.list_leases()] == ["before"]
         assert store.audit_head()[0] == max(seq for seq, _ in store.audit_epochs())
@@ -65,7 +66,7 @@ def test_the_takeover_restores_leases_with_a_fresh_ttl_and_deferrals_at_their_de
 ) -> None:
     a, b = replicas
     a.start()
-    first = a.wait_for_role(Role.LEADER, 20)
+    first = a.wait_for_role(ReplicaRole.LEADER, 20)
     assert first.scheduler is not None
     lease = as_lease(first.scheduler.acquire("low", "w", 0, 4, 3.0))
     first.scheduler.manager.mark_non_preemptible(lease.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
@@ -77,7 +78,7 @@ def test_the_takeover_restores_leases_with_a_fresh_ttl_and_deferrals_at_their_de
     time.sleep(1.0)
     b.start()
     a.close()  # resigns: b need not wait for the row to lapse
-    second = b.wait_for_role(Role.LEADER, 20)
+    second = b.wait_for_role(ReplicaRole.LEADER, 20)
     assert second.epoch == first.epoch + 1
     assert second.scheduler is not None
     restored = second.scheduler.get(lease.lease_id)

@@ -67,6 +67,9 @@ from ._store._protocol import TicketRow as TicketRow
 from ._store._protocol import write_change as write_change
 
 if TYPE_CHECKING:
+    from ._scheduler._replica import Replica as Replica
+    from ._scheduler._replica import ReplicaRole as ReplicaRole
+    from ._scheduler._replica import ReplicaStatus as ReplicaStatus
     from ._scheduler._scheduler import Scheduler as Scheduler
     from ._service._app import create_app as create_app
     from ._service._metrics import SchedulerMetrics as SchedulerMetrics
@@ -87,6 +90,9 @@ _LAZY = {
     # PostgreSQL needs psycopg (the `postgres` extra); SQLite users never import it.
     "PostgresStore": "._store._postgres",
     "LeadershipLost": "._store._postgres",
+    "Replica": "._scheduler._replica",
+    "ReplicaRole": "._scheduler._replica",
+    "ReplicaStatus": "._scheduler._replica",
 }
 
 
@@ -149,6 +155,9 @@ __all__ = [
     "PreemptionOutcome",
     "Principal",
     "Renewal",
+    "Replica",
+    "ReplicaRole",
+    "ReplicaStatus",
     "RequestRejected",
     "RunOutcome",
     "RunResult",

@@ -29,7 +29,7 @@ from .._store._protocol import SchedulerStore
 if TYPE_CHECKING:  # psycopg stays out of the import graph of SQLite users
     from .._store._postgres import PostgresStore
 
-__all__ = ["Replica", "ReplicaStatus", "Role"]
+__all__ = ["Replica", "ReplicaRole", "ReplicaStatus"]
 
 _log = logging.getLogger("grafos_scheduler.replica")
 
@@ -38,7 +38,7 @@ _log = logging.getLogger("grafos_scheduler.replica")
 STEP_DOWN_MARGIN = 0.2
 
 
-class Role(enum.Enum):
+class ReplicaRole(enum.Enum):
     """What a replica is doing now."""
 
     LEADER = "leader"
@@ -54,14 +54,14 @@ class ReplicaStatus:
     ``scheduler`` is this replica's scheduler while it leads, else None.
     """
 
-    role: Role
+    role: ReplicaRole
     epoch: int
     leader_url: str | None
     scheduler: Scheduler | None = None
 
     @property
     def is_leader(self) -> bool:
-        return self.role is Role.LEADER
+        return self.role is ReplicaRole.LEADER
 
 
 @attrs.define
@@ -129,12 +129,12 @@ class Replica:
             leading = self._leading
             if leading is not None and leading.scheduler is not None and self._acting(leading):
                 return ReplicaStatus(
-                    Role.LEADER, leading.epoch, self.advertise_url, leading.scheduler
+                    ReplicaRole.LEADER, leading.epoch, self.advertise_url, leading.scheduler
                 )
             url = self._known_url
             if url is not None and url == self.advertise_url:
                 url = None  # it is us, and we are not acting: nobody to send callers to
-            return ReplicaStatus(Role.STANDBY, self._known_epoch, url)
+            return ReplicaStatus(ReplicaRole.STANDBY, self._known_epoch, url)
 
     def _acting(self, leading: _Leading) -> bool:
         return not leading.lost and self._monotonic() < leading.deadline
@@ -144,7 +144,7 @@ class Replica:
             leading = self._leading
             return leading is not None and leading.epoch == epoch and self._acting(leading)
 
-    def wait_for_role(self, role: Role, timeout: float) -> ReplicaStatus:
+    def wait_for_role(self, role: ReplicaRole, timeout: float) -> ReplicaStatus:
         """Wait until :meth:`status` says ``role``; SchedulerError after ``timeout``."""
         give_up = time.monotonic() + timeout
         while True:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .._scheduler._replica import ReplicaStatus, Role
+from .._scheduler._replica import ReplicaRole, ReplicaStatus
 from .._scheduler._scheduler import Scheduler
 from .._service._auth import TokenConfig
 
@@ -57,7 +57,7 @@ class SoleLeader:
     refused_writes = 0
 
     def __init__(self, scheduler: Scheduler, url: str | None = None) -> None:
-        self._status = ReplicaStatus(Role.LEADER, 0, url, scheduler)
+        self._status = ReplicaStatus(ReplicaRole.LEADER, 0, url, scheduler)
 
     def status(self) -> ReplicaStatus:
         return self._status
@@ -175,7 +175,7 @@ def _replica_metrics(status: ReplicaStatus, refused: int) -> bytes:
         "# TYPE grafos_replica_role gauge",
         *(
             f'grafos_replica_role{{role="{role.value}"}} {int(status.role is role)}'
-            for role in Role
+            for role in ReplicaRole
         ),
         "# HELP grafos_replica_epoch The leadership epoch this replica leads or last saw",
         "# TYPE grafos_replica_epoch gauge",
