@@ -8,7 +8,7 @@ import httpx
 import psycopg
 import pytest
 
-from grafos_scheduler import PostgresStore, SchedulerClient, SchedulerError
+from grafos_scheduler import PostgresStore, SchedulerClient, SchedulerError, WorkerAgent
 
 from .conftest import ADMIN_TOKEN, WORKERS, ReplicaFactory, leader_of, wait_health
 
@@ -73,6 +73,14 @@ def test_the_failover_client_reaches_the_leader_through_any_replica(
         assert granted.status == "granted"
         assert granted.lease is not None
         client.release(granted.lease.lease_id)
+    # The agent takes the same list, as a comma-separated string; it renews through it.
+    agent = WorkerAgent(",".join([*standbys, leader.url]), "job-b", token=WORKERS["w1"], ttl=3.0)
+    lease = agent.acquire(timeout=10)
+    time.sleep(1.5)  # past a renewal
+    assert agent.renewals >= 1
+    assert agent.release() is not None
+    assert lease.job == "job-b"
+    agent.client.close()
 
 
 def test_a_standby_with_no_known_leader_answers_503_not_leader(

@@ -32,6 +32,7 @@ import attrs
 
 from grafos_pipeline import Checkpoint, Pipeline, StaleFencingToken
 
+from .._domain._errors import SchedulerError
 from .._domain._preemption import NonPreemptibleReason
 from .._remote._client import (
     LeaseGone,
@@ -92,6 +93,9 @@ class WorkerAgent:
     ``on_flush_complete`` never block and never raise (a counter under a lock, and an
     event set).
 
+    ``client`` is a :class:`SchedulerClient`, or the replicas' base URLs (a list, or a
+    comma-separated string) with ``token``, from which the agent makes one.
+
     ``lost`` and ``preemption_requested`` are the current lease's events (fresh ones for
     each lease): wait on them to learn that :meth:`run` is stopping.
 
@@ -109,9 +113,10 @@ class WorkerAgent:
 
     def __init__(
         self,
-        client: SchedulerClient,
+        client: SchedulerClient | str | Sequence[str],
         job: str,
         *,
+        token: str | None = None,
         slots: int = 1,
         ttl: float = 10.0,
         priority: int = 0,
@@ -119,6 +124,11 @@ class WorkerAgent:
         renew_interval: float | None = None,
         min_gap: float = 0.05,
     ) -> None:
+        if not isinstance(client, SchedulerClient):
+            # Base URLs (a list, or comma-separated): the replicas, found by failover.
+            if token is None:
+                raise SchedulerError("a WorkerAgent given base URLs needs token=")
+            client = SchedulerClient(client, token)
         self.client = client
         self.job = job
         self.slots = slots
