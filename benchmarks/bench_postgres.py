@@ -130,8 +130,8 @@ def bench_commits(url: str, quick: bool) -> list[Row]:
             grants,
             "bare single-row commit",
             floor_a,
-            "<= 3.0",
-            grants.median / floor_a.median <= 3.0,
+            "",  # the issue sets none: recorded as a ratio
+            None,
         ),
         Row(
             "postgres",
@@ -139,8 +139,8 @@ def bench_commits(url: str, quick: bool) -> list[Row]:
             renewals,
             "bare single-row commit",
             floor_b,
-            "<= 1.5",
-            renewals.median / floor_b.median <= 1.5,
+            "",
+            None,
         ),
     ]
 
