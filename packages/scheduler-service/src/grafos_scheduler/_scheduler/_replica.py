@@ -243,6 +243,14 @@ class Replica:
             self._leading = leading
             self._known_epoch = epoch
             self._known_url = self.advertise_url
+        # Restoring may take longer than a renewal interval: it runs on its own thread
+        # while this one keeps renewing. The replica acts as leader once it is done.
+        threading.Thread(
+            target=self._restore, args=(leading,), name=f"grafos-restore-{epoch}", daemon=True
+        ).start()
+
+    def _restore(self, leading: _Leading) -> None:
+        epoch = leading.epoch
         fenced = self._store.fenced(
             epoch, self.owner, on_lost=self._on_lost, alive=lambda: self._still_leader(epoch)
         )
@@ -251,19 +259,20 @@ class Replica:
         except Exception:
             _log.exception("replica %s won epoch %d but could not restore", self.owner, epoch)
             with self._changed:
-                self._leading = None
+                if self._leading is leading:
+                    self._leading = None
+                    leading.lost = True
                 self._changed.notify_all()
             self._resign_quietly(epoch)
+            self._wake.set()
             return
         with self._changed:
-            if self._leading is not leading or leading.lost:
-                lost = True
-            else:
+            current = self._leading is leading and not leading.lost
+            if current:
                 leading.scheduler = scheduler
-                lost = False
-            self.elections_won += 1
+                self.elections_won += 1
             self._changed.notify_all()
-        if lost:
+        if not current:
             scheduler.close()
             return
         _log.info(
@@ -314,11 +323,7 @@ class Replica:
         while not self._stop.wait(min(0.05, self.leader_ttl / 20)):
             with self._lock:
                 leading = self._leading
-                overdue = (
-                    leading is not None
-                    and leading.scheduler is not None
-                    and not self._acting(leading)
-                )
+                overdue = leading is not None and not self._acting(leading)
             if overdue and leading is not None:
                 threading.Thread(
                     target=self._step_down,
