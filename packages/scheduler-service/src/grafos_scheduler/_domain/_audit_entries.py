@@ -162,3 +162,21 @@ def preemption_refused(
             "pending_slots": pending,
         },
     )
+
+
+def leader_elected(
+    *, epoch: int, owner: str, url: str | None, leader_ttl: float, previous_owner: str | None
+) -> AuditEntry:
+    """A replica won the leadership of a shared store: epoch ``epoch`` begins."""
+    return AuditEntry(
+        AuditKind.LEADER_ELECTED,
+        None,
+        None,
+        {
+            "epoch": epoch,
+            "owner": owner,
+            "url": url,
+            "leader_ttl": leader_ttl,
+            "previous_owner": previous_owner,
+        },
+    )

@@ -22,7 +22,8 @@ import attrs
 import psycopg
 import psycopg_pool
 
-from .._domain._audit import GENESIS_HASH, AuditKind, AuditRecord, make_record
+from .._domain import _audit_entries as entries
+from .._domain._audit import GENESIS_HASH, AuditRecord, chain
 from .._domain._change import Change
 from .._domain._errors import SchedulerError, StoreClosed, StoreError, StoreSuperseded
 from .._domain._ids import id_from_hex, id_hex
@@ -765,23 +766,15 @@ class PostgresStore:
                 return None
             epoch = int(got[0])
             head = cur.execute(_SELECT_HEAD + " FOR UPDATE").fetchone()
-            prev_seq, prev_hash = (
-                (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
+            entry = entries.leader_elected(
+                epoch=epoch,
+                owner=owner,
+                url=url,
+                leader_ttl=ttl,
+                previous_owner=None if previous is None else previous[1],
             )
-            record = make_record(
-                prev_seq,
-                prev_hash,
-                time=wall,
-                kind=AuditKind.LEADER_ELECTED,
-                lease_id=None,
-                job=None,
-                data={
-                    "epoch": epoch,
-                    "owner": owner,
-                    "url": url,
-                    "leader_ttl": ttl,
-                    "previous_owner": None if previous is None else previous[1],
-                },
+            (record,) = chain(
+                (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1])), wall, [entry]
             )
             _insert_audit(cur, record, epoch)
             return epoch
