@@ -86,7 +86,7 @@ def database() -> Iterator[tuple[str, int]]:
 
 def _leader(url: str) -> Replica:
     def make(store: SchedulerStore) -> Scheduler:
-        return Scheduler(1000, store, max_defer=30.0, fresh_ttl=True)
+        return Scheduler(1000, store, max_defer=30.0, leader_change=True)
 
     replica = Replica(PostgresStore(url), make, advertise_url=None, leader_ttl=10.0)
     replica.start()

@@ -660,6 +660,15 @@ class PostgresStore:
         with self.transaction() as txn:
             write_change(txn, change)
 
+    @property
+    def durable(self) -> bool:
+        """Always True: PostgreSQL's COMMIT returns once the change is durable
+        (``synchronous_commit`` on, its default), so nothing waits here."""
+        return True
+
+    def wait_durable(self) -> None:
+        """Returns at once: every commit was durable when :meth:`commit` returned."""
+
     def fencing_token(self, job: str) -> int:
         """The job's last minted fencing token, 0 if it never had one."""
         rows = self._query(_SELECT_COUNTER, (job,))
