@@ -21,7 +21,7 @@ __all__ = [
     "add_replica_arguments",
     "postgres_url",
     "serve_replica",
-    "sqlite_path",
+    "use_sqlite_store_url",
 ]
 
 DEFAULT_LEADER_TTL = 5.0
@@ -92,13 +92,11 @@ def postgres_url(args: argparse.Namespace) -> str | None:
     return store
 
 
-def sqlite_path(args: argparse.Namespace, default: str) -> str:
-    """The SQLite file: ``--store sqlite:///PATH``, else ``--db``, else ``default``."""
+def use_sqlite_store_url(args: argparse.Namespace) -> None:
+    """``--store sqlite:///PATH`` means ``--db PATH``."""
     store: str | None = getattr(args, "store", None)
     if store is not None and store.startswith("sqlite:///"):
-        return urllib.parse.unquote(store[len("sqlite:///") :])
-    db: str | None = getattr(args, "db", None)
-    return db or default
+        args.db = urllib.parse.unquote(store[len("sqlite:///") :])
 
 
 def serve_replica(

@@ -24,6 +24,7 @@ from ._config import ServeConfig, add_serve_settings, resolve
 from ._connection import load_tokens
 from ._database import open_store
 from ._logging import configure_logging
+from ._replicas import add_replica_arguments, postgres_url, serve_replica, use_sqlite_store_url
 
 __all__ = ["ReloadableTokens", "add_serve_command", "run_serve"]
 
@@ -82,9 +83,11 @@ def add_serve_command(commands: Any) -> None:
         ),
     )
     add_serve_settings(serve)
+    add_replica_arguments(serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    use_sqlite_store_url(args)
     config = resolve(args)
     if config.tokens is None:
         # Like a missing required flag: argparse's status, one line.
@@ -98,6 +101,20 @@ def run_serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_level)
     sock = _bind(config.host, config.port)
     try:
+        shared = postgres_url(args)
+        if shared is not None:  # one of several replicas (_replicas.py)
+            try:
+                return serve_replica(
+                    shared,
+                    tokens=tokens,
+                    sock=sock,
+                    capacity=config.capacity,
+                    max_defer=config.max_defer,
+                    advertise_url=args.advertise_url,
+                    leader_ttl=args.leader_ttl,
+                )
+            except SchedulerError as exc:
+                raise UsageError(str(exc)) from None
         return _serve_on(config, tokens, sock)
     finally:
         sock.close()
