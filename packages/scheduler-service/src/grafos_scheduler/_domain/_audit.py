@@ -46,6 +46,11 @@ class AuditKind(enum.Enum):
     PREEMPTION_REFUSED = "preemption_refused"
     # A replica won the leadership of a shared (PostgreSQL) store: a new epoch.
     LEADER_ELECTED = "leader_elected"
+    HOLD_SET = "hold_set"  # an operator hold set (or replaced) on an ACTIVE lease
+    HOLD_CLEARED = "hold_cleared"  # cleared by an operator
+    HOLD_EXPIRED = "hold_expired"  # its expires_in ran out
+    TOKENS_RELOADED = "tokens_reloaded"  # the service read its token file again
+    TOKENS_RELOAD_FAILED = "tokens_reload_failed"  # ...and kept the old tokens
 
 
 @attrs.frozen

@@ -180,3 +180,45 @@ def leader_elected(
             "previous_owner": previous_owner,
         },
     )
+
+
+def hold_set(row: LeaseRow, *, reason: str, expires_in: float | None, replaced: bool) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.HOLD_SET,
+        row.lease_id,
+        row.job,
+        {"reason": reason, "expires_in": expires_in, "replaced": replaced},
+    )
+
+
+def hold_cleared(row: LeaseRow) -> AuditEntry:
+    return AuditEntry(AuditKind.HOLD_CLEARED, row.lease_id, row.job, {"reason": row.hold_reason})
+
+
+def hold_expired(row: LeaseRow, *, while_down: bool) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.HOLD_EXPIRED,
+        row.lease_id,
+        row.job,
+        {
+            "reason": row.hold_reason,
+            "expires_wall": row.hold_expires_wall,
+            "while_down": while_down,
+        },
+    )
+
+
+def tokens_reloaded(*, source: str, admin: bool, workers: Iterable[str]) -> AuditEntry:
+    """The service's principals changed: who may act is part of what was decided."""
+    return AuditEntry(
+        AuditKind.TOKENS_RELOADED,
+        None,
+        None,
+        {"source": source, "admin": admin, "workers": sorted(workers)},
+    )
+
+
+def tokens_reload_failed(*, source: str, error: str) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.TOKENS_RELOAD_FAILED, None, None, {"source": source, "error": error}
+    )

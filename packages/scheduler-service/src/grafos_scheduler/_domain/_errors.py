@@ -157,3 +157,11 @@ class NotLeaseHolder(SchedulerError):
         self.lease_id = lease_id
         self.what = what
         super().__init__(f"{what} {_hex(lease_id)} is not held by the caller")
+
+
+class NoHold(SchedulerError):
+    """The lease has no operator hold to clear. (HTTP 404, code ``no_hold``.)"""
+
+    def __init__(self, lease_id: int) -> None:
+        self.lease_id = lease_id
+        super().__init__(f"lease {_hex(lease_id)} has no operator hold")

@@ -67,6 +67,17 @@ def _v_state(_inst: object, _attr: attrs.Attribute[LeaseState], value: LeaseStat
 
 
 @attrs.frozen
+class Hold:
+    """An operator hold on a lease: it defers preemption, never beyond ``max_defer``
+    from the request, and never stops expiry. Times are monotonic; ``expires_at`` is
+    None for a hold that lasts until it is cleared."""
+
+    reason: str
+    set_at: float
+    expires_at: float | None = None
+
+
+@attrs.frozen
 class Lease:
     """A grant of ``slots`` of the capacity to ``holder`` for ``job``, until ``expires_at``.
 
@@ -85,6 +96,11 @@ class Lease:
     state: LeaseState = attrs.field(validator=_v_state)
     granted_at: float = attrs.field(validator=_v_time)
     expires_at: float = attrs.field(validator=_v_time)
+    #: When and why the lease ended (monotonic; None while ACTIVE).
+    ended_at: float | None = None
+    end_cause: str | None = None
+    #: The operator hold while ACTIVE, else None.
+    hold: Hold | None = None
 
     @property
     def active(self) -> bool:

@@ -24,6 +24,20 @@ from .._domain._preemption import NonPreemptibleReason, PreemptionManager
 from .._domain._rows import LeaseRow, TicketRow
 
 
+def unheld(row: LeaseRow) -> LeaseRow:
+    """``row`` with its hold gone."""
+    return attrs.evolve(
+        row, hold_reason=None, hold_set_wall=None, hold_expires_at=None, hold_expires_wall=None
+    )
+
+
+def expiry_cause(row: LeaseRow, *, while_down: bool) -> str:
+    """An expiry in words: the end cause of an EXPIRED lease."""
+    if while_down:
+        return "expired while the scheduler was down"
+    return f"expired: not renewed within its ttl of {row.ttl:g} s"
+
+
 class LeaseBook:
     """ACTIVE leases (by id and job, with an expiry heap), tickets in grant order, the
     slots in use and the audit head; not thread-safe (the scheduler's lock guards it).
@@ -38,6 +52,7 @@ class LeaseBook:
         self.active_by_job: dict[str, int] = {}
         self.used = 0
         self._expiry: list[tuple[float, int]] = []
+        self._hold_expiry: list[tuple[float, int]] = []  # (hold_expires_at, lease id)
         self.tickets: dict[int, TicketRow] = {}
         self._order: list[tuple[int, int, int]] = []  # (-priority, position, id)
         self.ticket_by_job: dict[str, int] = {}
@@ -66,6 +81,23 @@ class LeaseBook:
 
     def next_expiry(self) -> float | None:
         return self._expiry[0][0] if self._expiry else None
+
+    def next_hold_expiry(self) -> float | None:
+        heap = self._hold_expiry
+        while heap:
+            at, lease_id = heap[0]
+            row = self.active.get(lease_id)
+            if row is not None and row.hold_expires_at == at:
+                return at
+            heapq.heappop(heap)
+        return None
+
+    def due_hold_expiry(self, now: float) -> LeaseRow | None:
+        """The ACTIVE row whose hold lapses at ``now``, or None (as :meth:`due_expiry`)."""
+        at = self.next_hold_expiry()
+        if at is None or at > now:
+            return None
+        return self.active[self._hold_expiry[0][1]]
 
     def due_expiry(self, now: float) -> LeaseRow | None:
         """The ACTIVE row whose expiry is due at ``now``, or None.
@@ -97,6 +129,7 @@ class LeaseBook:
                     self.active[row.lease_id] = row
                     if row.expires_at != old.expires_at:
                         heapq.heappush(self._expiry, (row.expires_at, row.lease_id))
+                    self._hold_changed(old, row)
             elif old is not None:
                 self._drop_active(old)
         for ticket_id in change.deleted_tickets:
@@ -120,6 +153,19 @@ class LeaseBook:
         self.used += row.slots
         heapq.heappush(self._expiry, (row.expires_at, row.lease_id))
         self.manager.track(row.lease_id, row.priority, row.slots)
+        if row.held:
+            self.manager.mark_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
+            if row.hold_expires_at is not None:
+                heapq.heappush(self._hold_expiry, (row.hold_expires_at, row.lease_id))
+
+    def _hold_changed(self, old: LeaseRow, row: LeaseRow) -> None:
+        # A hold is one OPERATOR_HOLD marker in the manager: set adds it, clear drops it.
+        if row.held and not old.held:
+            self.manager.mark_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
+        elif old.held and not row.held:
+            self.manager.clear_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
+        if row.hold_expires_at is not None and row.hold_expires_at != old.hold_expires_at:
+            heapq.heappush(self._hold_expiry, (row.hold_expires_at, row.lease_id))
 
     def _drop_active(self, row: LeaseRow) -> None:
         del self.active[row.lease_id]
@@ -256,27 +302,41 @@ class LeaseBook:
         return Change(updated_leases=(renewed,))
 
     def end(
-        self, row: LeaseRow, state: LeaseState, audit: Iterable[AuditEntry], wall: float
+        self,
+        row: LeaseRow,
+        state: LeaseState,
+        audit: Iterable[AuditEntry],
+        wall: float,
+        cause: str,
     ) -> Change:
-        """End an ACTIVE lease in ``state``, with the records that explain it."""
-        ended = attrs.evolve(row, state=state, ended_wall=wall)
+        """End an ACTIVE lease in ``state``, with the records that explain it and
+        ``cause``, the end in words (stored with the end time)."""
+        ended = attrs.evolve(row, state=state, ended_wall=wall, end_cause=cause)
         return self._change(wall, audit, updated_leases=(ended,))
 
     def release(self, row: LeaseRow, wall: float) -> Change:
-        return self.end(row, LeaseState.RELEASED, [entries.released(row)], wall)
+        return self.end(row, LeaseState.RELEASED, [entries.released(row)], wall, "released")
 
     def fence(self, row: LeaseRow, wall: float) -> Change:
-        return self.end(row, LeaseState.FENCED, [entries.fenced(row)], wall)
+        return self.end(
+            row, LeaseState.FENCED, [entries.fenced(row)], wall, "fenced by an operator"
+        )
 
     def expire(self, row: LeaseRow, wall: float) -> Change:
-        return self.end(row, LeaseState.EXPIRED, [entries.expired(row, while_down=False)], wall)
+        return self.end(
+            row,
+            LeaseState.EXPIRED,
+            [entries.expired(row, while_down=False)],
+            wall,
+            expiry_cause(row, while_down=False),
+        )
 
     def preempt_now(self, row: LeaseRow, cause: str, wall: float) -> Change:
         """Preempted at once; a request made earlier (pending) was audited already."""
         audit = [entries.preemption_executed(row, cause)]
         if row.preempt_cause is None:
             audit.insert(0, entries.preemption_requested(row, cause))
-        return self.end(row, LeaseState.PREEMPTED, audit, wall)
+        return self.end(row, LeaseState.PREEMPTED, audit, wall, f"preempted: {cause}")
 
     def preempt_due(
         self,
@@ -289,7 +349,35 @@ class LeaseBook:
     ) -> Change:
         """A deferred preemption carried out (last marker cleared, or forced)."""
         audit = [entries.preemption_due(row, cause, reasons, forced=forced)]
-        return self.end(row, LeaseState.PREEMPTED, audit, wall)
+        if forced:
+            held = ", ".join(sorted(r.value for r in reasons))
+            end_cause = f"preemption forced at its deadline (still held by {held}): {cause}"
+        else:
+            end_cause = f"preempted: {cause}"
+        return self.end(row, LeaseState.PREEMPTED, audit, wall, end_cause)
+
+    # -- operator holds -------------------------------------------------------------
+
+    def set_hold(
+        self, row: LeaseRow, reason: str, expires_in: float | None, *, now: float, wall: float
+    ) -> Change:
+        """Set (or replace) the lease's hold; it lapses after ``expires_in`` seconds."""
+        held = attrs.evolve(
+            row,
+            hold_reason=reason,
+            hold_set_wall=wall,
+            hold_expires_at=None if expires_in is None else now + expires_in,
+            hold_expires_wall=None if expires_in is None else wall + expires_in,
+        )
+        audit = [entries.hold_set(row, reason=reason, expires_in=expires_in, replaced=row.held)]
+        return self._change(wall, audit, updated_leases=(held,))
+
+    def clear_hold(self, row: LeaseRow, wall: float) -> Change:
+        return self._change(wall, [entries.hold_cleared(row)], updated_leases=(unheld(row),))
+
+    def expire_hold(self, row: LeaseRow, wall: float) -> Change:
+        audit = [entries.hold_expired(row, while_down=False)]
+        return self._change(wall, audit, updated_leases=(unheld(row),))
 
     def defer(
         self,

@@ -35,6 +35,9 @@ MAX_FENCING_TOKEN = 2**63 - 1
 # One batch renewal (POST /v1/renewals) renews at most this many leases.
 MAX_BATCH_RENEWALS = 1000
 
+# An operator hold: a reason like a cause, and an optional lifetime of at most a week.
+MAX_HOLD_SECONDS = 7 * 86_400.0
+
 
 def check_name(value: object, what: str) -> str:
     """Return a job or holder name that meets :data:`NAME_PATTERN`, else InvalidRequest."""
@@ -116,3 +119,20 @@ def check_token(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidRequest(f"fencing token {value!r} is not an integer")
     return value
+
+
+def check_hold_reason(value: object) -> str:
+    """Return a hold reason of 1 to :data:`MAX_CAUSE_LENGTH` characters, not only spaces."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_CAUSE_LENGTH:
+        raise InvalidRequest(
+            f"hold reason {value!r} must be a non-empty string of at most "
+            f"{MAX_CAUSE_LENGTH} characters"
+        )
+    return value
+
+
+def check_hold_seconds(value: object) -> float | None:
+    """Return a hold's lifetime (None: until cleared), above 0 and at most a week."""
+    if value is None:
+        return None
+    return check_seconds(value, "expires_in", most=MAX_HOLD_SECONDS)

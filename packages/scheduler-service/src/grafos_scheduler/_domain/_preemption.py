@@ -510,6 +510,44 @@ class PreemptionManager:
                 lease_id, p.cause, p.requested_at, p.deadline, _reasons_of(entry)
             )
 
+    def pending_all(self) -> list[PendingPreemption]:
+        """Every pending preemption, earliest deadline first."""
+        with self._lock:
+            found = [
+                PendingPreemption(
+                    lease_id,
+                    e.pending.cause,
+                    e.pending.requested_at,
+                    e.pending.deadline,
+                    _reasons_of(e),
+                )
+                for lease_id, e in self._tracked.items()
+                if e.pending is not None
+            ]
+        return sorted(found, key=lambda p: (p.deadline, p.lease_id))
+
+    def eligible_leases(
+        self, priority: int, limit: int
+    ) -> list[tuple[int, int, int, frozenset[NonPreemptibleReason]]]:
+        """Leases below ``priority`` not yet pending preemption, as (lease id, priority,
+        slots, reasons), in :meth:`select_victims`'s order of preference: preemptible
+        now (no reasons) first, then marked; lowest priority, then newest first. At
+        most ``limit`` of them."""
+        now_: list[tuple[int, int, int, frozenset[NonPreemptibleReason]]] = []
+        marked: list[tuple[int, int, int, frozenset[NonPreemptibleReason]]] = []
+        with self._lock:
+            below = self._priorities[: bisect.bisect_left(self._priorities, priority)]
+            for p in below:
+                for lease_id in reversed(self._levels[p].order):
+                    entry = self._tracked[lease_id]
+                    if entry.pending is not None:
+                        continue
+                    reasons = _reasons_of(entry)
+                    target = marked if reasons else now_
+                    if len(target) < limit:
+                        target.append((lease_id, p, entry.slots, reasons))
+        return (now_ + marked)[:limit]
+
     def pending_slots(self) -> int:
         """Slots held by leases whose preemption is pending: they will free soon."""
         with self._lock:

@@ -33,6 +33,18 @@ class LeaseRow:
     preempt_cause: str | None = None
     preempt_requested_wall: float | None = None
     preempt_deadline_wall: float | None = None
+    #: Why the lease ended, in words (set with ``ended_wall``).
+    end_cause: str | None = None
+    #: The operator hold, if any: its reason, when it was set, and when it lapses
+    #: (monotonic beside wall clock, both None for a hold until cleared).
+    hold_reason: str | None = None
+    hold_set_wall: float | None = None
+    hold_expires_at: float | None = None
+    hold_expires_wall: float | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.hold_reason is not None
 
 
 @attrs.frozen

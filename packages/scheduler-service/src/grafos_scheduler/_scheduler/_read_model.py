@@ -13,7 +13,8 @@ import attrs
 from .._domain._clock import Clock
 from .._domain._errors import InvalidRequest
 from .._domain._ids import id_hex
-from .._domain._lease import Lease, LeaseState, Ticket
+from .._domain._lease import Hold, Lease, LeaseState, Ticket
+from .._domain._lease_book import expiry_cause
 from .._domain._rows import LeaseRow, TicketRow
 from .._store._protocol import SchedulerStore
 
@@ -32,12 +33,22 @@ class ReadModel:
         self._epoch = epoch
 
     def lease(self, row: LeaseRow) -> Lease:
+        now, wall = self._clock.monotonic(), self._clock.wall()
         if row.epoch == self._epoch:
             granted_at, expires_at = row.granted_at, row.expires_at
         else:
-            now, wall = self._clock.monotonic(), self._clock.wall()
             granted_at = now - (wall - row.granted_wall)
             expires_at = now + (row.expires_wall - wall)
+        ended_at = None if row.ended_wall is None else now - (wall - row.ended_wall)
+        hold = None
+        if row.state is LeaseState.ACTIVE and row.hold_reason is not None:
+            assert row.hold_set_wall is not None
+            hold_expires_at = row.hold_expires_at
+            if row.hold_expires_wall is not None and (
+                row.epoch != self._epoch or hold_expires_at is None
+            ):
+                hold_expires_at = now + (row.hold_expires_wall - wall)
+            hold = Hold(row.hold_reason, now - (wall - row.hold_set_wall), hold_expires_at)
         return Lease(
             lease_id=row.lease_id,
             job=row.job,
@@ -49,13 +60,23 @@ class ReadModel:
             state=row.state,
             granted_at=granted_at,
             expires_at=expires_at,
+            ended_at=ended_at,
+            end_cause=row.end_cause,
+            hold=hold,
         )
 
     def lease_as_of(self, row: LeaseRow, now: float) -> Lease:
         """The lease as it is at ``now``: an ACTIVE row past its expiry reads EXPIRED
         (the executor commits that expiry; the read does not)."""
         if row.state is LeaseState.ACTIVE and now >= row.expires_at:
-            row = attrs.evolve(row, state=LeaseState.EXPIRED)
+            lapsed = self.lease(row)
+            return attrs.evolve(
+                lapsed,
+                state=LeaseState.EXPIRED,
+                ended_at=lapsed.expires_at,
+                end_cause=expiry_cause(row, while_down=False),
+                hold=None,
+            )
         return self.lease(row)
 
     @staticmethod

@@ -19,6 +19,7 @@ from .._domain import _audit_entries as entries
 from .._domain._audit import chain
 from .._domain._change import Change
 from .._domain._errors import InvalidRequest
+from .._domain._lease_book import unheld
 from .._domain._preemption import PreemptionManager
 from .._domain._rows import LeaseRow, TicketRow
 from .._store._protocol import SchedulerStore
@@ -76,16 +77,24 @@ def plan_restart(
         )
     ]
     # The old monotonic readings are void; the grant time comes from the wall clock.
-    updated = [
-        attrs.evolve(
-            row,
-            epoch=epoch,
-            granted_at=now - (wall - row.granted_wall),
-            expires_at=now + row.ttl,
-            expires_wall=wall + row.ttl,
+    # A hold's lifetime is wall-clock time: one that lapsed while down is audited.
+    updated: list[LeaseRow] = []
+    for row in rows:
+        if row.hold_expires_wall is not None and row.hold_expires_wall <= wall:
+            audit.append(entries.hold_expired(row, while_down=True))
+            row = unheld(row)
+        updated.append(
+            attrs.evolve(
+                row,
+                epoch=epoch,
+                granted_at=now - (wall - row.granted_wall),
+                expires_at=now + row.ttl,
+                expires_wall=wall + row.ttl,
+                hold_expires_at=(
+                    None if row.hold_expires_wall is None else now + (row.hold_expires_wall - wall)
+                ),
+            )
         )
-        for row in rows
-    ]
     rebased = tuple(attrs.evolve(t, requested_at=now - (wall - t.requested_wall)) for t in tickets)
     change = Change(updated_leases=tuple(updated), audit=chain(head, wall, audit))
     return Restart(change, rebased, head)

@@ -15,7 +15,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from .._domain._audit import AuditLog
+from .._domain import _audit_entries as entries
+from .._domain._audit import AuditLog, AuditRecord, chain
 from .._domain._change import Change
 from .._domain._clock import Clock, as_clock
 from .._domain._errors import (
@@ -25,6 +26,7 @@ from .._domain._errors import (
     JobAlreadyLeased,
     LeaseExpired,
     LeaseNotActive,
+    NoHold,
     NotLeaseHolder,
     SchedulerError,
     StoreFailed,
@@ -39,6 +41,8 @@ from .._domain._limits import (
     MAX_BATCH_RENEWALS,
     check_cause,
     check_count,
+    check_hold_reason,
+    check_hold_seconds,
     check_name,
     check_priority,
     check_slots,
@@ -59,6 +63,7 @@ from .._domain._rows import LeaseRow, TicketRow
 from .._scheduler._executor import Executor
 from .._scheduler._read_model import MAX_LEASE_PAGE, ReadModel
 from .._scheduler._recovery import plan_restart, restore_pending
+from .._scheduler._ticket_waits import TicketWait, explain_waits
 from .._store._protocol import SchedulerStore
 
 _log = logging.getLogger("grafos_scheduler")
@@ -328,10 +333,9 @@ class Scheduler:
     def _next_due(self) -> float | None:
         deadline = self.manager.next_deadline()
         with self._lock:
-            expiry = self._book.next_expiry()
-        if deadline is None or expiry is None:
-            return expiry if deadline is None else deadline
-        return min(deadline, expiry)
+            times = [self._book.next_expiry(), self._book.next_hold_expiry(), deadline]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
 
     def tick(self) -> None:
         """Expire due leases, carry out due preemptions, grant tickets, run callbacks.
@@ -465,6 +469,9 @@ class Scheduler:
     def _expire_due_locked(self) -> None:
         now = self._clock.monotonic()
         _, wall = self._now()
+        while (held := self._book.due_hold_expiry(now)) is not None:
+            # Before the lease expiries: a hold that lapsed first is audited first.
+            self._commit(self._book.expire_hold(held, wall))
         expired = False
         while (row := self._book.due_expiry(now)) is not None:
             # The heap entry goes only once the expiry committed: a failed write
@@ -828,6 +835,96 @@ class Scheduler:
             lease = self._end_locked(self._book.fence(row, wall))
             self._follow_up_locked()
             return lease
+
+    def hold(self, lease_id: int, reason: str, expires_in: float | None = None) -> Lease:
+        """Set the operator's hold on an ACTIVE lease (replacing one it has).
+
+        A hold defers the lease's preemption like any marker: never beyond
+        ``max_defer`` from the request. It never stops expiry, and no renewal
+        touches it. It lapses after ``expires_in`` seconds (None: until
+        :meth:`unhold`). Set, cleared and lapsed holds are audited and stored, so
+        a hold survives a restart. Raises LeaseNotActive, LeaseExpired or
+        UnknownLease, and InvalidRequest for a bad reason or ``expires_in``.
+        """
+        check_id(lease_id)
+        check_hold_reason(reason)
+        seconds = check_hold_seconds(expires_in)
+        with self._lock:
+            self._check_open()
+            self._expire_due_locked()
+            row = self._active_row(lease_id)
+            now, wall = self._now()
+            self._commit(self._book.set_hold(row, reason, seconds, now=now, wall=wall))
+            return self._read.lease(self._book.active[lease_id])
+
+    def unhold(self, lease_id: int) -> Lease:
+        """Clear the lease's hold; a preemption it deferred is carried out now.
+
+        Raises NoHold when the lease has none, and LeaseNotActive, LeaseExpired or
+        UnknownLease as :meth:`hold` does.
+        """
+        check_id(lease_id)
+        with self._lock:
+            self._check_open()
+            self._expire_due_locked()
+            row = self._active_row(lease_id)
+            if not row.held:
+                raise NoHold(lease_id)
+            _, wall = self._now()
+            self._commit(self._book.clear_hold(row, wall))
+            lease = self._read.lease(self._book.active[lease_id])
+        self.manager.wake.set()  # the executor carries out a preemption it deferred
+        return lease
+
+    def record_tokens_reloaded(
+        self,
+        *,
+        source: str,
+        admin: bool = False,
+        workers: Iterable[str] = (),
+        error: str | None = None,
+    ) -> AuditRecord:
+        """Audit a reload of the service's tokens from ``source`` (a path): the
+        principals now in use, or ``error`` when the reload failed and the previous
+        tokens stay. Never pass a token here. Returns the appended record."""
+        if not source:
+            raise InvalidRequest(f"source {source!r} must be a non-empty string")
+        if error is None:
+            entry = entries.tokens_reloaded(
+                source=source, admin=admin, workers=[check_name(w, "worker") for w in workers]
+            )
+        else:
+            entry = entries.tokens_reload_failed(source=source, error=str(error)[:500])
+        with self._lock:
+            self._check_open()
+            _, wall = self._now()
+            change = Change(audit=chain(self._book.head, wall, [entry]))
+            self._commit(change)
+            return change.audit[0]
+
+    def ticket_waits(self, *, holder: str | None = None) -> list[TicketWait]:
+        """Every waiting ticket (or ``holder``'s) in queue order, with why it waits."""
+        _check_holder(holder)
+        with self._lock:
+            self._check_open()
+            self._expire_due_locked()
+            waits = explain_waits(self._book, self._read)
+        return [w for w in waits if holder is None or w.ticket.holder == holder]
+
+    def ticket_wait(self, ticket_id: int, *, holder: str | None = None) -> TicketWait | Lease:
+        """Why one ticket waits, or the Lease it became (as :meth:`poll`)."""
+        check_id(ticket_id, "ticket id")
+        _check_holder(holder)
+        with self._lock:
+            self._check_open()
+            self._ticket_holder_check(ticket_id, holder)
+            self._expire_due_locked()
+            if ticket_id not in self._book.tickets:
+                outcome = self.poll(ticket_id)
+                assert isinstance(outcome, Lease)
+                return outcome
+            waits = explain_waits(self._book, self._read)
+        return next(w for w in waits if w.ticket.ticket_id == ticket_id)
 
     def get(self, lease_id: int, *, holder: str | None = None) -> Lease:
         """The lease, in whatever state; UnknownLease if it was never granted.

@@ -52,7 +52,12 @@ CREATE TABLE IF NOT EXISTS leases (
     ended_wall REAL,
     preempt_cause TEXT,
     preempt_requested_wall REAL,
-    preempt_deadline_wall REAL
+    preempt_deadline_wall REAL,
+    end_cause TEXT,
+    hold_reason TEXT,
+    hold_set_wall REAL,
+    hold_expires_at REAL,
+    hold_expires_wall REAL
 );
 CREATE INDEX IF NOT EXISTS leases_by_state ON leases (state);
 -- Keyset pages of the lease list in grant order: all, by state, by holder.
@@ -92,7 +97,17 @@ CREATE TABLE IF NOT EXISTS audit (
 _LEASE_COLUMNS = (
     "lease_id, ticket_id, job, holder, priority, slots, ttl, fencing_token, state, epoch, "
     "granted_at, expires_at, granted_wall, expires_wall, ended_wall, preempt_cause, "
-    "preempt_requested_wall, preempt_deadline_wall"
+    "preempt_requested_wall, preempt_deadline_wall, end_cause, hold_reason, hold_set_wall, "
+    "hold_expires_at, hold_expires_wall"
+)
+# Columns added to ``leases`` after schema version 1 was first written: nullable, so
+# a writer adds them to an older file when it opens it (no version change).
+_ADDED_LEASE_COLUMNS = (
+    ("end_cause", "TEXT"),
+    ("hold_reason", "TEXT"),
+    ("hold_set_wall", "REAL"),
+    ("hold_expires_at", "REAL"),
+    ("hold_expires_wall", "REAL"),
 )
 _TICKET_COLUMNS = (
     "position, ticket_id, job, holder, priority, slots, ttl, epoch, requested_at, requested_wall"
@@ -106,7 +121,7 @@ def _sql(template: str) -> str:
         lease=_LEASE_COLUMNS,
         ticket=_TICKET_COLUMNS,
         audit=_AUDIT_COLUMNS,
-        lease_marks=", ".join("?" * 18),
+        lease_marks=", ".join("?" * 23),
     )
 
 
@@ -227,6 +242,11 @@ def _lease_params(row: LeaseRow) -> tuple[Any, ...]:
         row.preempt_cause,
         row.preempt_requested_wall,
         row.preempt_deadline_wall,
+        row.end_cause,
+        row.hold_reason,
+        row.hold_set_wall,
+        row.hold_expires_at,
+        row.hold_expires_wall,
     )
 
 
@@ -250,6 +270,11 @@ def _lease_row(r: tuple[Any, ...]) -> LeaseRow:
         preempt_cause=r[15],
         preempt_requested_wall=r[16],
         preempt_deadline_wall=r[17],
+        end_cause=r[18],
+        hold_reason=r[19],
+        hold_set_wall=r[20],
+        hold_expires_at=r[21],
+        hold_expires_wall=r[22],
     )
 
 
@@ -286,6 +311,15 @@ def _audit_record(r: tuple[Any, ...]) -> AuditRecord:
 
 def _canonical_data(data: Mapping[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Add the lease columns a file written before them lacks."""
+    present = {str(r[1]) for r in conn.execute("PRAGMA table_info(leases)")}
+    for name, kind in _ADDED_LEASE_COLUMNS:
+        if name not in present:
+            # Names and types are module constants, never a caller's value.
+            conn.execute(f"ALTER TABLE leases ADD COLUMN {name} {kind}")
 
 
 class _SqliteTransaction:
@@ -330,7 +364,8 @@ class _SqliteTransaction:
             "UPDATE leases SET ticket_id = ?, job = ?, holder = ?, priority = ?, slots = ?, "
             "ttl = ?, fencing_token = ?, state = ?, epoch = ?, granted_at = ?, expires_at = ?, "
             "granted_wall = ?, expires_wall = ?, ended_wall = ?, preempt_cause = ?, "
-            "preempt_requested_wall = ?, preempt_deadline_wall = ? "
+            "preempt_requested_wall = ?, preempt_deadline_wall = ?, end_cause = ?, "
+            "hold_reason = ?, hold_set_wall = ?, hold_expires_at = ?, hold_expires_wall = ? "
             "WHERE lease_id = ? AND state = 'active'",
             (*params[1:], params[0]),
         )
@@ -460,6 +495,7 @@ class SqliteStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_columns(conn)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 conn.execute(
@@ -550,6 +586,14 @@ class SqliteStore:
         if version != SCHEMA_VERSION:
             raise SchedulerError(
                 f"store {self._path!r} has schema version {version!r}, expected {SCHEMA_VERSION}"
+            )
+        present = {str(r[1]) for r in conn.execute("PRAGMA table_info(leases)")}
+        lacking = [name for name, _ in _ADDED_LEASE_COLUMNS if name not in present]
+        if lacking:
+            # A reader must not write; a writer (serve) adds them when it opens the file.
+            raise SchedulerError(
+                f"store {self._path!r} lacks the lease columns {', '.join(lacking)}: start "
+                "the scheduler on it once (grafos-scheduler serve) to add them"
             )
 
     def _release_owner(self) -> None:
