@@ -24,6 +24,7 @@ from ._domain._errors import InvalidRequest as InvalidRequest
 from ._domain._errors import JobAlreadyLeased as JobAlreadyLeased
 from ._domain._errors import LeaseExpired as LeaseExpired
 from ._domain._errors import LeaseNotActive as LeaseNotActive
+from ._domain._errors import NoHold as NoHold
 from ._domain._errors import NotLeaseHolder as NotLeaseHolder
 from ._domain._errors import SchedulerError as SchedulerError
 from ._domain._errors import StoreClosed as StoreClosed
@@ -34,6 +35,7 @@ from ._domain._errors import StoreSuperseded as StoreSuperseded
 from ._domain._errors import TicketGranted as TicketGranted
 from ._domain._errors import UnknownLease as UnknownLease
 from ._domain._errors import UnknownTicket as UnknownTicket
+from ._domain._lease import Hold as Hold
 from ._domain._lease import Lease as Lease
 from ._domain._lease import LeaseState as LeaseState
 from ._domain._lease import Ticket as Ticket
@@ -44,6 +46,9 @@ from ._domain._preemption import PendingPreemption as PendingPreemption
 from ._domain._preemption import PreemptionDecision as PreemptionDecision
 from ._domain._preemption import PreemptionManager as PreemptionManager
 from ._domain._preemption import PreemptionOutcome as PreemptionOutcome
+from ._domain._ticket_wait import TicketWait as TicketWait
+from ._domain._ticket_wait import VictimLease as VictimLease
+from ._domain._ticket_wait import WaitReason as WaitReason
 from ._domain._renewal import Renewal as Renewal
 from ._remote._agent import RunOutcome as RunOutcome
 from ._remote._agent import RunResult as RunResult
@@ -133,6 +138,7 @@ __all__ = [
     "Clock",
     "DuePreemption",
     "FencingTokenMismatch",
+    "Hold",
     "InvalidRequest",
     "JobAlreadyLeased",
     "LeadershipLost",
@@ -143,6 +149,7 @@ __all__ = [
     "LeaseRow",
     "LeaseState",
     "ManualClock",
+    "NoHold",
     "NonPreemptibleReason",
     "NotFound",
     "NotLeaseHolder",
@@ -179,11 +186,14 @@ __all__ = [
     "Ticket",
     "TicketGranted",
     "TicketRow",
+    "TicketWait",
     "TokenConfig",
     "TokenConfigError",
     "TokenConflict",
     "UnknownLease",
     "UnknownTicket",
+    "VictimLease",
+    "WaitReason",
     "WorkerAgent",
     "create_app",
     "write_change",
