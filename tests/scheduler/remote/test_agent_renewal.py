@@ -85,6 +85,7 @@ def test_agent_stops_committing_when_its_lease_runs_out_under_a_paused_server(
         agent = WorkerAgent(client, "paused-job", ttl=1.5)
         sent = time.monotonic()
         lease = agent.acquire(timeout=10)
+        assert lease.expires_in is not None
         expiry = sent + lease.expires_in + 0.01  # at the latest, by the agent's reading
         store = HookedStore()
         os.kill(pid, signal.SIGSTOP)

@@ -46,10 +46,10 @@ from ._domain._preemption import PendingPreemption as PendingPreemption
 from ._domain._preemption import PreemptionDecision as PreemptionDecision
 from ._domain._preemption import PreemptionManager as PreemptionManager
 from ._domain._preemption import PreemptionOutcome as PreemptionOutcome
+from ._domain._renewal import Renewal as Renewal
 from ._domain._ticket_wait import TicketWait as TicketWait
 from ._domain._ticket_wait import VictimLease as VictimLease
 from ._domain._ticket_wait import WaitReason as WaitReason
-from ._domain._renewal import Renewal as Renewal
 from ._remote._agent import RunOutcome as RunOutcome
 from ._remote._agent import RunResult as RunResult
 from ._remote._agent import WorkerAgent as WorkerAgent

@@ -282,7 +282,8 @@ class WorkerAgent:
         logger.info("ticket withdrawn", extra={"event": "ticket_cancelled", **fields})
 
     def _start(self, lease: LeaseView, sent: float) -> None:
-        gen = _Generation(lease, sent + lease.expires_in)
+        # A granted lease is ACTIVE, so it has an expires_in; an ended one counts as lapsed.
+        gen = _Generation(lease, sent + (lease.expires_in or 0.0))
         self.lease = lease
         self._gen = gen
         self.preemption_requested = gen.preemption_requested

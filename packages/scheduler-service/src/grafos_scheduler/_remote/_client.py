@@ -26,6 +26,7 @@ from .._wire._models import (
     LeaseView,
     PreemptionDecisionView,
     RenewResult,
+    TicketList,
     TicketView,
     format_id,
 )
@@ -350,6 +351,24 @@ class SchedulerClient:
 
     def fence(self, lease_id: int | str) -> LeaseView:
         return self._call("POST", f"/v1/leases/{_id(lease_id)}/fence", LeaseView)
+
+    def hold(self, lease_id: int | str, reason: str, expires_in: float | None = None) -> LeaseView:
+        """Set (or replace) the operator hold on an ACTIVE lease (admin); the lease with
+        its ``hold``. ``expires_in`` seconds, or None for a hold until :meth:`unhold`."""
+        return self._call(
+            "POST",
+            f"/v1/leases/{_id(lease_id)}/holds",
+            LeaseView,
+            json={"reason": reason, "expires_in": expires_in},
+        )
+
+    def unhold(self, lease_id: int | str) -> LeaseView:
+        """Clear the lease's hold (admin); :class:`NotFound` (code ``no_hold``) if none."""
+        return self._call("DELETE", f"/v1/leases/{_id(lease_id)}/holds", LeaseView)
+
+    def tickets(self) -> list[TicketView]:
+        """Every waiting ticket the principal may see, in grant order, with why it waits."""
+        return self._call("GET", "/v1/tickets", TicketList).tickets
 
     def audit(self, after_seq: int = 0, limit: int = 100) -> AuditPage:
         params = {"after_seq": after_seq, "limit": limit}

@@ -60,10 +60,11 @@ from .._domain._preemption import (
 )
 from .._domain._renewal import Renewal
 from .._domain._rows import LeaseRow, TicketRow
+from .._domain._ticket_wait import TicketWait
 from .._scheduler._executor import Executor
 from .._scheduler._read_model import MAX_LEASE_PAGE, ReadModel
 from .._scheduler._recovery import plan_restart, restore_pending
-from .._scheduler._ticket_waits import TicketWait, explain_waits
+from .._scheduler._ticket_waits import explain_waits
 from .._store._protocol import SchedulerStore
 
 _log = logging.getLogger("grafos_scheduler")

@@ -36,6 +36,7 @@ from .._domain._limits import (
     MAX_BATCH_RENEWALS,
     MAX_CAUSE_LENGTH,
     MAX_FENCING_TOKEN,
+    MAX_HOLD_SECONDS,
     MAX_NAME_LENGTH,
     MAX_PRIORITY,
     MAX_SLOTS,
@@ -44,6 +45,7 @@ from .._domain._limits import (
     NAME_PATTERN,
 )
 from .._domain._preemption import NonPreemptibleReason, PreemptionOutcome
+from .._domain._ticket_wait import WaitReason
 
 __all__ = [
     "ID_PATTERN",
@@ -53,9 +55,12 @@ __all__ = [
     "AuditPage",
     "AuditRecordView",
     "AuditVerificationView",
+    "DeferredVictimView",
     "ErrorBody",
     "FieldError",
     "Health",
+    "HoldRequest",
+    "HoldView",
     "LeaseList",
     "LeaseStateName",
     "LeaseView",
@@ -68,7 +73,11 @@ __all__ = [
     "RenewalEntry",
     "RenewalsRequest",
     "RenewalsResult",
+    "TicketList",
     "TicketView",
+    "TicketWaitView",
+    "VictimView",
+    "WaitReasonName",
     "escape",
     "format_id",
     "parse_body",
@@ -87,6 +96,7 @@ MAX_CAUSE = MAX_CAUSE_LENGTH
 LeaseStateName = Literal["active", "released", "expired", "fenced", "preempted"]
 ReasonName = Literal["checkpoint_in_progress", "operator_hold"]
 OutcomeName = Literal["preempted", "deferred", "not_tracked"]
+WaitReasonName = Literal["blocked_behind_head", "awaiting_preemptions", "insufficient_victims"]
 LeaseIdStr = Annotated[str, Meta(pattern=ID_PATTERN, description="32 lowercase hex digits")]
 JobName = Annotated[str, Meta(pattern=NAME_PATTERN, min_length=1, max_length=MAX_NAME_LENGTH)]
 
@@ -96,6 +106,7 @@ def _check_literals() -> None:
         (LeaseStateName, LeaseState),
         (ReasonName, NonPreemptibleReason),
         (OutcomeName, PreemptionOutcome),
+        (WaitReasonName, WaitReason),
     ):
         values = {m.value for m in enum_type}
         if set(get_args(literal)) != values:  # pragma: no cover - caught at import
@@ -183,10 +194,19 @@ class RenewalsRequest:
 
 @attrs.frozen
 class PreemptRequest:
-    """An operator's request to preempt a lease, with the cause to record."""
+    """An operator's request to preempt a lease, with the cause to record (required:
+    every decision says why)."""
 
-    cause: Annotated[str, Meta(min_length=1, max_length=MAX_CAUSE, pattern=CAUSE_PATTERN)] = (
-        "operator request"
+    cause: Annotated[str, Meta(min_length=1, max_length=MAX_CAUSE, pattern=CAUSE_PATTERN)]
+
+
+@attrs.frozen
+class HoldRequest:
+    """Set an operator hold: ``expires_in`` seconds, or null for a hold until cleared."""
+
+    reason: Annotated[str, Meta(min_length=1, max_length=MAX_CAUSE, pattern=CAUSE_PATTERN)]
+    expires_in: Annotated[float, Meta(gt=0, le=MAX_HOLD_SECONDS, description="seconds")] | None = (
+        None
     )
 
 
@@ -205,6 +225,16 @@ class PendingPreemptionView:
 
 
 @attrs.frozen
+class HoldView:
+    """An operator hold on an ACTIVE lease."""
+
+    reason: str
+    set_at: str  # UTC ISO 8601
+    expires_at: str | None = None  # UTC ISO 8601; null: until cleared
+    expires_in: float | None = None  # seconds from the answer; null: until cleared
+
+
+@attrs.frozen
 class LeaseView:
     lease_id: LeaseIdStr
     job: str
@@ -215,10 +245,51 @@ class LeaseView:
     fencing_token: int
     state: LeaseStateName
     granted_at: str  # UTC ISO 8601
-    expires_at: str  # UTC ISO 8601
-    expires_in: float  # seconds from the answer; 0 once passed
+    expires_at: str  # UTC ISO 8601: when the TTL runs (or ran) out
+    expires_in: float | None  # seconds from the answer (0 once passed); null once ended
     reasons: list[ReasonName]  # in-flight non-preemptible markers
     pending_preemption: PendingPreemptionView | None = None
+    hold: HoldView | None = None  # the operator hold, while ACTIVE
+    ended_at: str | None = None  # UTC ISO 8601, once ended
+    end_cause: str | None = None  # why it ended, in words, once ended
+
+
+@attrs.frozen
+class VictimView:
+    """A lease below a ticket's priority that preemption could take."""
+
+    lease_id: LeaseIdStr
+    job: str
+    priority: int
+    slots: int
+    reasons: list[ReasonName]  # empty: preemptible now; else a preemption would be deferred
+
+
+@attrs.frozen
+class DeferredVictimView:
+    """A preemption under way, deferred by markers or a hold until its deadline."""
+
+    lease_id: LeaseIdStr
+    cause: str
+    reasons: list[ReasonName]
+    deadline: str  # UTC ISO 8601
+    deadline_in: float  # seconds from the answer
+
+
+@attrs.frozen
+class TicketWaitView:
+    """Why a ticket waits (see :class:`grafos_scheduler.TicketWait`)."""
+
+    reason: WaitReasonName
+    position: int  # 1: the head of the queue
+    needed_slots: int  # this ticket's slots and those of every ticket ahead of it
+    free_slots: int
+    pending_slots: int  # what preemptions under way will free
+    shortfall: int  # what free and pending slots leave of needed_slots (>= 0)
+    eligible_slots: int  # held by leases below its priority, not already being preempted
+    eligible_victims: list[VictimView]  # the first 20 of them, in order of preference
+    deferred_victims: list[DeferredVictimView]  # every preemption under way
+    blocked_by: LeaseIdStr | None = None  # the head ticket, when blocked behind it
 
 
 @attrs.frozen
@@ -230,6 +301,15 @@ class TicketView:
     slots: int
     ttl: float
     requested_at: str  # UTC ISO 8601
+    why: str | None = None  # why it waits, in words (in lists and polls)
+    wait: TicketWaitView | None = None  # ... and in fields
+
+
+@attrs.frozen
+class TicketList:
+    """Every waiting ticket the caller may see, in the order they will be granted."""
+
+    tickets: list[TicketView]
 
 
 @attrs.frozen
