@@ -58,6 +58,7 @@ from grafos_scheduler._wire import _models as wire_models
 from grafos_scheduler._wire._models import (
     AcquireRequest,
     FieldError,
+    HoldRequest,
     PreemptRequest,
     ReasonName,
     RenewalEntry,
@@ -107,6 +108,7 @@ __all__ = [
     "DemoDirectoryRefused",
     "Display",
     "FieldError",
+    "HoldRequest",
     "JobView",
     "JsonLogFormatter",
     "LeaseBook",

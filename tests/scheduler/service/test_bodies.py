@@ -21,6 +21,7 @@ from support.internals import (
     ROUTES,
     AcquireRequest,
     FieldError,
+    HoldRequest,
     PreemptRequest,
     RenewalsRequest,
     RenewRequest,
@@ -34,6 +35,7 @@ BODIES = {
     ("POST", "/v1/leases"): AcquireRequest,
     ("POST", "/v1/leases/{lease_id}/renew"): RenewRequest,
     ("POST", "/v1/leases/{lease_id}/preempt"): PreemptRequest,
+    ("POST", "/v1/leases/{lease_id}/holds"): HoldRequest,
 }
 # Parsed entry by entry (parse_renewals): a bad entry is that entry's error.
 ENTRY_BY_ENTRY = {("POST", "/v1/renewals"): RenewalsRequest}
@@ -129,6 +131,14 @@ _FIELDS: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
     "cause": (
         st.text(min_size=1, max_size=40),
         st.one_of(st.sampled_from(["", "x" * 500, "x" * 501, "   ", "\t"]), _wrong),
+    ),
+    "reason": (
+        st.text(min_size=1, max_size=40),
+        st.one_of(st.sampled_from(["", "x" * 500, "x" * 501, "   ", "\t"]), _wrong),
+    ),
+    "expires_in": (
+        st.one_of(st.none(), st.floats(min_value=1e-300, max_value=604_800.0)),
+        st.one_of(st.sampled_from([0, 0.0, -1, 604_800, 604_800.5]), _wrong),
     ),
 }
 

@@ -33,6 +33,10 @@ USE_CASES = frozenset(
         "lease_page",
         "lease_counts",
         "tickets",
+        "ticket_wait",
+        "ticket_waits",
+        "hold",
+        "unhold",
         "request_preemption",
         "pending_preemption",
         "reasons",
@@ -122,7 +126,11 @@ def test_every_route_makes_one_scheduler_call(
     waiting, _ = call("POST", "/v1/leases", BOB, json={"job": "c", "slots": 1, "ttl": 30})
     assert waiting["status"] == "pending"
     ticket = f"/v1/tickets/{waiting['ticket']['ticket_id']}"
-    assert call("GET", ticket, BOB)[1] == ["poll"]
+    assert call("GET", ticket, BOB)[1] == ["ticket_wait"]
+    assert call("GET", "/v1/tickets", BOB)[1] == ["ticket_waits"]
+    held = f"/v1/leases/{other['lease']['lease_id']}/holds"
+    assert call("POST", held, ADMIN, json={"reason": "r"})[1] == ["hold"]
+    assert call("DELETE", held, ADMIN)[1] == ["unhold"]
     assert call("DELETE", ticket, BOB)[1] == ["cancel_ticket"]
     assert call("POST", f"/v1/leases/{other['lease']['lease_id']}/fence", ADMIN)[1] == ["fence"]
 

@@ -22,6 +22,7 @@ from .._wire._models import (
     parse_body,
     parse_renewals,
 )
+from . import _policy
 
 __all__ = [
     "UnsupportedMediaType",
@@ -54,7 +55,10 @@ def body_model(opt: Mapping[str, Any]) -> type[Any] | None:
 
 async def parse_request_body(request: Request[Any, Any, Any]) -> None:
     """Parse the body strictly, before the handler, so every refusal has our shape."""
-    model = body_model(request.route_handler.opt)
+    opt = request.route_handler.opt
+    # Who may call the route is settled before anything is said about its body.
+    _policy.check_route(opt, request.scope.get("user"))
+    model = body_model(opt)
     raw = await request.body()
     if raw.strip():
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -23,6 +23,7 @@ from .._domain._errors import (
     JobAlreadyLeased,
     LeaseExpired,
     LeaseNotActive,
+    NoHold,
     NotLeaseHolder,
     SchedulerError,
     StoreError,
@@ -63,6 +64,7 @@ ON_STORE_FAILED = "on_store_failed"
 _DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (UnknownLease, 404, "unknown_lease"),
     (UnknownTicket, 404, "unknown_ticket"),
+    (NoHold, 404, "no_hold"),
     (LeaseExpired, 410, "lease_expired"),
     (LeaseNotActive, 410, "lease_not_active"),
     (FencingTokenMismatch, 409, "stale_fencing_token"),

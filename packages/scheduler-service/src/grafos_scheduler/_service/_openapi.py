@@ -25,14 +25,19 @@ from .._wire._models import (
     AuditPage,
     AuditRecordView,
     AuditVerificationView,
+    DeferredVictimView,
     ErrorBody,
     Health,
+    HoldView,
     LeaseList,
     LeaseView,
     PendingPreemptionView,
     PreemptionDecisionView,
     RenewResult,
+    TicketList,
     TicketView,
+    TicketWaitView,
+    VictimView,
 )
 from ._body import body_model
 
@@ -44,14 +49,19 @@ _RESPONSE_MODELS: tuple[type[Any], ...] = (
     AuditPage,
     AuditRecordView,
     AuditVerificationView,
+    DeferredVictimView,
     ErrorBody,
     Health,
+    HoldView,
     LeaseList,
     LeaseView,
     PendingPreemptionView,
     PreemptionDecisionView,
     RenewResult,
+    TicketList,
     TicketView,
+    TicketWaitView,
+    VictimView,
 )
 
 

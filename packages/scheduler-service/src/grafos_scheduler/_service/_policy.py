@@ -6,15 +6,16 @@
   lease and ticket call carries :func:`holder_scope` as its ``holder=``, so the
   scheduler checks the holder in the same call, under the same lock, before anything
   changes; another holder's lease or ticket raises ``NotLeaseHolder`` (403).
-- A worker may report only ``checkpoint_in_progress`` when it renews
-  (:func:`reported_reasons`): an operator hold is the operator's to set.
+- A renewal reports only ``checkpoint_in_progress`` (:func:`reported_reasons`), the
+  admin's too: an operator hold is a resource of its own (``/v1/leases/{id}/holds``),
+  so that no renewal can set or clear it.
 - A worker told that a job is taken learns nothing more (:func:`job_conflict`): the
   id of the lease or ticket that holds it is its holder's business.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .._domain._errors import JobAlreadyLeased, SchedulerError
 from .._domain._preemption import NonPreemptibleReason
@@ -23,6 +24,7 @@ from .._wire._models import FieldError, ReasonName
 from ._auth import Principal
 
 __all__ = [
+    "ADMIN_ONLY",
     "Forbidden",
     "JobConflict",
     "holder_scope",
@@ -43,6 +45,17 @@ class JobConflict(Exception):
     """A job that holds a lease or a ticket another principal owns (409, no id shown)."""
 
 
+#: A route ``opt`` for the admin's routes: refused (403) before the body is parsed, so
+#: a worker learns nothing of what such a route accepts.
+ADMIN_ONLY = {"admin_only": True}
+
+
+def check_route(opt: Mapping[str, object], principal: Principal | None) -> None:
+    """Refuse anyone but the admin on a route whose ``opt`` has :data:`ADMIN_ONLY`."""
+    if opt.get("admin_only") and principal is not None:
+        require_admin(principal)
+
+
 def holder_scope(principal: Principal) -> str | None:
     """The ``holder=`` of ``principal``'s scheduler calls: None (any) for the admin."""
     return None if principal.is_admin else principal.name
@@ -57,15 +70,16 @@ def require_admin(principal: Principal) -> None:
 def reported_reasons(
     principal: Principal, reasons: Sequence[ReasonName]
 ) -> list[NonPreemptibleReason]:
-    """The in-flight reasons of a renewal, if ``principal`` may report them."""
+    """The in-flight reasons of a renewal: only what a worker is doing."""
     parsed = [NonPreemptibleReason(r) for r in reasons]
-    if not principal.is_admin:
-        for i, reason in enumerate(parsed):
-            if reason not in _WORKER_REASONS:
-                raise FieldError(
-                    f"reasons[{i}]",
-                    f"a worker may report only checkpoint_in_progress, not {reason.value!r}",
-                )
+    for i, reason in enumerate(parsed):
+        if reason not in _WORKER_REASONS:
+            who = "the admin" if principal.is_admin else "a worker"
+            raise FieldError(
+                f"reasons[{i}]",
+                f"a renewal by {who} may report only checkpoint_in_progress, not "
+                f"{reason.value!r}; set a hold with POST /v1/leases/{{lease_id}}/holds",
+            )
     return parsed
 
 

@@ -23,7 +23,7 @@ from .._domain._errors import (
     LeaseNotActive,
 )
 from .._domain._lease import Lease, LeaseState, Ticket
-from .._domain._preemption import NonPreemptibleReason
+from .._domain._preemption import NonPreemptibleReason, PreemptionOutcome
 from .._domain._renewal import Renewal
 from .._scheduler._scheduler import MAX_LEASE_PAGE, Scheduler
 from .._wire._models import (
@@ -36,6 +36,7 @@ from .._wire._models import (
     ErrorBody,
     FieldError,
     Health,
+    HoldRequest,
     LeaseList,
     LeaseStateName,
     LeaseView,
@@ -45,6 +46,7 @@ from .._wire._models import (
     RenewalsResult,
     RenewRequest,
     RenewResult,
+    TicketList,
     TicketView,
     format_id,
     parse_id,
@@ -158,15 +160,34 @@ async def acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
 
 
 @get(
+    "/v1/tickets",
+    summary=(
+        "The waiting tickets, in the order they will be granted, each with why it waits "
+        "(the admin sees every ticket, a worker its own)"
+    ),
+    responses=error_responses(),
+    sync_to_thread=True,
+)
+def list_tickets(request: Request[Any, Any, Any]) -> TicketList:
+    ctx = _ctx(request)
+    waits = ctx.scheduler.ticket_waits(holder=_policy.holder_scope(_principal(request)))
+    now = ctx.now()
+    return TicketList(tickets=[ticket_view(w.ticket, now, w) for w in waits])
+
+
+@get(
     "/v1/tickets/{ticket_id:str}",
-    summary="Poll a pending acquire",
+    summary="Poll a pending acquire: the lease it became, or the ticket and why it waits",
     responses=error_responses(403, 404),
     sync_to_thread=True,
 )
 def poll_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> AcquireResult:
     ctx = _ctx(request)
     tid = parse_id(ticket_id, "ticket_id")
-    return ctx.result(ctx.scheduler.poll(tid, holder=_policy.holder_scope(_principal(request))))
+    outcome = ctx.scheduler.ticket_wait(tid, holder=_policy.holder_scope(_principal(request)))
+    if isinstance(outcome, Lease):
+        return ctx.result(outcome)
+    return acquire_result(ticket_view(outcome.ticket, ctx.now(), outcome))
 
 
 @delete(
@@ -304,7 +325,7 @@ async def release(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> Lea
 
 @get(
     "/v1/leases/{lease_id:str}",
-    summary="One lease: state, token, reasons, pending preemption",
+    summary="One lease: state, token, reasons, hold, pending preemption, end time and cause",
     responses=error_responses(403, 404),
     sync_to_thread=True,
 )
@@ -358,27 +379,27 @@ def list_leases(
 
 @post(
     "/v1/leases/{lease_id:str}/preempt",
-    opt=body_of(PreemptRequest),
+    opt=body_of(PreemptRequest) | _policy.ADMIN_ONLY,
     status_code=200,
-    summary="Request preemption of a lease (admin)",
-    responses=error_responses(403, 404),
+    summary="Request preemption of a lease (admin); 410 if it ended already",
+    responses=error_responses(403, 404, 410),
     sync_to_thread=True,
 )
 def preempt(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> PreemptionDecisionView:
-    body = parsed_body(request, PreemptRequest)
     _policy.require_admin(_principal(request))
+    body = parsed_body(request, PreemptRequest)
     lid = parse_id(lease_id, "lease_id")
     ctx = _ctx(request)
     decision = ctx.scheduler.request_preemption(lid, body.cause)
-    view = preemption_decision_view(decision, ctx.now())
-    event(
-        "preemption_requested",
-        lease_id=lease_id,
-        outcome=view.outcome,
-        cause=view.cause,
-        reasons=view.reasons,
-    )
-    return view
+    if decision.outcome is PreemptionOutcome.NOT_TRACKED:
+        # Ended already: 410, as release and fence answer. Only this refusal costs a
+        # second call, a read that says how it ended.
+        ended = ctx.scheduler.get(lid)
+        if ended.state is LeaseState.EXPIRED:
+            raise LeaseExpired(lid, ended.expires_at)
+        raise LeaseNotActive(lid, ended.state.value)
+    # The decision is logged once, from its audit records (AuditLogger).
+    return preemption_decision_view(decision, ctx.now())
 
 
 @post(
@@ -393,8 +414,41 @@ def fence(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
     lid = parse_id(lease_id, "lease_id")
     ctx = _ctx(request)
     fenced = ctx.scheduler.fence(lid)
-    event("lease_fenced", lease_id=lease_id, job=fenced.job, holder=fenced.holder)
     return ctx.lease_view(fenced)
+
+
+@post(
+    "/v1/leases/{lease_id:str}/holds",
+    opt=body_of(HoldRequest) | _policy.ADMIN_ONLY,
+    status_code=200,
+    summary=(
+        "Set the operator hold on a lease (admin): it defers preemption, at most max_defer "
+        "from the request; expires_in seconds, or null until cleared. Replaces a hold it has"
+    ),
+    responses=error_responses(403, 404, 410),
+    sync_to_thread=True,
+)
+def set_hold(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
+    _policy.require_admin(_principal(request))
+    body = parsed_body(request, HoldRequest)
+    lid = parse_id(lease_id, "lease_id")
+    ctx = _ctx(request)
+    return ctx.lease_view(ctx.scheduler.hold(lid, body.reason, body.expires_in))
+
+
+@delete(
+    "/v1/leases/{lease_id:str}/holds",
+    opt=_policy.ADMIN_ONLY,
+    status_code=200,
+    summary="Clear the operator hold on a lease (admin); 404 no_hold if it has none",
+    responses=error_responses(403, 404, 410),
+    sync_to_thread=True,
+)
+def clear_hold(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
+    _policy.require_admin(_principal(request))
+    lid = parse_id(lease_id, "lease_id")
+    ctx = _ctx(request)
+    return ctx.lease_view(ctx.scheduler.unhold(lid))
 
 
 # ----------------------------------------------------------------------------- audit
@@ -469,6 +523,7 @@ def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 ROUTES = (
     acquire,
+    list_tickets,
     poll_ticket,
     cancel_ticket,
     renew,
@@ -478,6 +533,8 @@ ROUTES = (
     list_leases,
     preempt,
     fence,
+    set_hold,
+    clear_hold,
     audit_records,
     audit_head,
     audit_verify,

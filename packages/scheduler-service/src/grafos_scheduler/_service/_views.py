@@ -15,16 +15,21 @@ import attrs
 
 from .._domain._audit import AuditRecord
 from .._domain._clock import Clock
-from .._domain._lease import Lease, Ticket
+from .._domain._lease import Lease, LeaseState, Ticket
 from .._domain._preemption import NonPreemptibleReason, PendingPreemption, PreemptionDecision
+from .._domain._ticket_wait import TicketWait, WaitReason
 from .._wire._models import (
     AcquireResult,
     AuditRecordView,
+    DeferredVictimView,
+    HoldView,
     LeaseView,
     PendingPreemptionView,
     PreemptionDecisionView,
     RenewResult,
     TicketView,
+    TicketWaitView,
+    VictimView,
     format_id,
 )
 
@@ -36,6 +41,8 @@ __all__ = [
     "preemption_decision_view",
     "renew_result",
     "ticket_view",
+    "ticket_wait_view",
+    "why_text",
 ]
 
 
@@ -90,6 +97,16 @@ def lease_view(
             deadline=now.iso(pending.deadline),
             deadline_in=now.until(pending.deadline),
         )
+    hold = lease.hold
+    hold_view = None
+    if hold is not None:
+        hold_view = HoldView(
+            reason=hold.reason,
+            set_at=now.iso(hold.set_at),
+            expires_at=now.iso_or_none(hold.expires_at),
+            expires_in=now.until_or_none(hold.expires_at),
+        )
+    active = lease.state is LeaseState.ACTIVE
     return LeaseView(
         lease_id=format_id(lease.lease_id),
         job=lease.job,
@@ -101,13 +118,18 @@ def lease_view(
         state=lease.state.value,
         granted_at=now.iso(lease.granted_at),
         expires_at=now.iso(lease.expires_at),
-        expires_in=now.until(lease.expires_at),
+        # An ended lease has no time left, not a countdown to an expiry that is moot.
+        expires_in=now.until(lease.expires_at) if active else None,
         reasons=_reason_names(reasons),
         pending_preemption=pending_view,
+        hold=hold_view,
+        ended_at=now.iso_or_none(lease.ended_at),
+        end_cause=lease.end_cause,
     )
 
 
-def ticket_view(ticket: Ticket, now: Now) -> TicketView:
+def ticket_view(ticket: Ticket, now: Now, wait: TicketWait | None = None) -> TicketView:
+    """``ticket``; with ``wait``, also why it waits (in words and in fields)."""
     return TicketView(
         ticket_id=format_id(ticket.ticket_id),
         job=ticket.job,
@@ -116,7 +138,72 @@ def ticket_view(ticket: Ticket, now: Now) -> TicketView:
         slots=ticket.slots,
         ttl=ticket.ttl,
         requested_at=now.iso(ticket.requested_at),
+        why=None if wait is None else why_text(wait, now),
+        wait=None if wait is None else ticket_wait_view(wait, now),
     )
+
+
+def ticket_wait_view(wait: TicketWait, now: Now) -> TicketWaitView:
+    return TicketWaitView(
+        reason=wait.reason.value,
+        position=wait.position,
+        needed_slots=wait.needed,
+        free_slots=wait.free,
+        pending_slots=wait.pending,
+        shortfall=wait.shortfall,
+        eligible_slots=wait.eligible_slots,
+        eligible_victims=[
+            VictimView(
+                lease_id=format_id(v.lease_id),
+                job=v.job,
+                priority=v.priority,
+                slots=v.slots,
+                reasons=_reason_names(v.reasons),
+            )
+            for v in wait.eligible
+        ],
+        deferred_victims=[
+            DeferredVictimView(
+                lease_id=format_id(p.lease_id),
+                cause=p.cause,
+                reasons=_reason_names(p.reasons),
+                deadline=now.iso(p.deadline),
+                deadline_in=now.until(p.deadline),
+            )
+            for p in wait.deferred
+        ],
+        blocked_by=None if wait.blocked_by is None else format_id(wait.blocked_by),
+    )
+
+
+def _slots(n: int) -> str:
+    return f"{n} slot{'' if n == 1 else 's'}"
+
+
+def why_text(wait: TicketWait, now: Now) -> str:
+    """Why a ticket waits, in one sentence for people (the CLI and the dashboard)."""
+    if wait.reason is WaitReason.BLOCKED_BEHIND_HEAD:
+        assert wait.blocked_by is not None
+        return (
+            f"blocked behind the head of the queue, ticket {format_id(wait.blocked_by)} "
+            f"(it would fit in the {_slots(wait.free)} free; no overtaking)"
+        )
+    ahead = wait.needed - wait.ticket.slots
+    need = _slots(wait.needed) + (f" with the {_slots(ahead)} ahead of it" if ahead else "")
+    if wait.reason is WaitReason.INSUFFICIENT_VICTIMS:
+        return (
+            f"needs {need}: {wait.free} free, {wait.pending} being freed, short by "
+            f"{wait.shortfall}; the leases below its priority hold only "
+            f"{_slots(wait.eligible_slots)}, so it waits for leases to end"
+        )
+    if wait.deferred:
+        first = min(p.deadline for p in wait.deferred)
+        return (
+            f"needs {need}: {wait.free} free, {wait.pending} being freed by "
+            f"{len(wait.deferred)} deferred preemption{'' if len(wait.deferred) == 1 else 's'}"
+            f" (the first forced in {now.until(first):.1f} s at the latest)"
+        )
+    return f"needs {need}: {wait.free} free, short by {wait.shortfall}; preemption requested"
 
 
 def acquire_result(outcome: LeaseView | TicketView) -> AcquireResult:
