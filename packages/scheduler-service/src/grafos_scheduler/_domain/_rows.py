@@ -46,6 +46,13 @@ class LeaseRow:
     def held(self) -> bool:
         return self.hold_reason is not None
 
+    def state_as_of(self, wall: float) -> LeaseState:
+        """The state a reader of the store should show at wall-clock time ``wall``: an
+        ACTIVE row whose expiry has passed is EXPIRED (the scheduler commits that)."""
+        if self.state is LeaseState.ACTIVE and self.expires_wall <= wall:
+            return LeaseState.EXPIRED
+        return self.state
+
 
 @attrs.frozen
 class TicketRow:
