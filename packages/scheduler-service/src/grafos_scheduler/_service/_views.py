@@ -203,7 +203,12 @@ def why_text(wait: TicketWait, now: Now) -> str:
             f"{len(wait.deferred)} deferred preemption{'' if len(wait.deferred) == 1 else 's'}"
             f" (the first forced in {now.until(first):.1f} s at the latest)"
         )
-    return f"needs {need}: {wait.free} free, short by {wait.shortfall}; preemption requested"
+    if wait.shortfall == 0:
+        return f"needs {need}: {wait.free} free; granted as soon as the queue moves"
+    return (
+        f"needs {need}: {wait.free} free, short by {wait.shortfall}; the leases below its "
+        f"priority hold {_slots(wait.eligible_slots)}, and their preemption is requested"
+    )
 
 
 def acquire_result(outcome: LeaseView | TicketView) -> AcquireResult:
