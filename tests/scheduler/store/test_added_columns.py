@@ -48,5 +48,5 @@ def test_a_writer_adds_the_columns(tmp_path: Path) -> None:
 def test_a_reader_of_an_old_file_is_told_to_start_the_scheduler(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     _as_before(path, ManualClock())
-    with pytest.raises(SchedulerError, match="lacks the lease columns end_cause.*serve"):
+    with pytest.raises(SchedulerError, match=r"lacks the lease columns end_cause.*serve"):
         SqliteStore(path, read_only=True)
