@@ -471,7 +471,7 @@ class Scheduler:
         now = self._clock.monotonic()
         _, wall = self._now()
         while (held := self._book.due_hold_expiry(now)) is not None:
-            # Before the lease expiries: a hold that lapsed first is audited first.
+            # Lapsed holds first, then lapsed leases: each with its own audit record.
             self._commit(self._book.expire_hold(held, wall))
         expired = False
         while (row := self._book.due_expiry(now)) is not None:
