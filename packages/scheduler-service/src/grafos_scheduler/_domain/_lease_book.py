@@ -31,10 +31,8 @@ def unheld(row: LeaseRow) -> LeaseRow:
     )
 
 
-def expiry_cause(row: LeaseRow, *, while_down: bool) -> str:
+def expiry_cause(row: LeaseRow) -> str:
     """An expiry in words: the end cause of an EXPIRED lease."""
-    if while_down:
-        return "expired while the scheduler was down"
     return f"expired: not renewed within its ttl of {row.ttl:g} s"
 
 
@@ -298,6 +296,11 @@ class LeaseBook:
             preempt_cause=row.preempt_cause,
             preempt_requested_wall=row.preempt_requested_wall,
             preempt_deadline_wall=row.preempt_deadline_wall,
+            # A renewal never touches a hold: it is carried over as it is.
+            hold_reason=row.hold_reason,
+            hold_set_wall=row.hold_set_wall,
+            hold_expires_at=row.hold_expires_at,
+            hold_expires_wall=row.hold_expires_wall,
         )
         return Change(updated_leases=(renewed,))
 
@@ -328,7 +331,7 @@ class LeaseBook:
             LeaseState.EXPIRED,
             [entries.expired(row, while_down=False)],
             wall,
-            expiry_cause(row, while_down=False),
+            expiry_cause(row),
         )
 
     def preempt_now(self, row: LeaseRow, cause: str, wall: float) -> Change:

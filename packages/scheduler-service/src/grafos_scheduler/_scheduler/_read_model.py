@@ -74,7 +74,7 @@ class ReadModel:
                 lapsed,
                 state=LeaseState.EXPIRED,
                 ended_at=lapsed.expires_at,
-                end_cause=expiry_cause(row, while_down=False),
+                end_cause=expiry_cause(row),
                 hold=None,
             )
         return self.lease(row)
