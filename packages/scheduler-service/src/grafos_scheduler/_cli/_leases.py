@@ -1,4 +1,4 @@
-"""``grafos-scheduler leases``: list, show, release, preempt, fence.
+"""``grafos-scheduler leases``: list, show, release, preempt, fence, hold, unhold.
 
 ``list`` reads a database file or a running service; the others act on a running
 service as the admin (``--url``/``GRAFOS_URL`` and ``--tokens``/``GRAFOS_TOKEN``).
@@ -7,11 +7,12 @@ service as the admin (``--url``/``GRAFOS_URL`` and ``--tokens``/``GRAFOS_TOKEN``
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from grafos_scheduler import LeaseState
 
-from ._arguments import hex_id
+from ._arguments import hex_id, seconds
 from ._connection import add_url_arguments, call, connect
 from ._database import add_source_arguments, iso, open_store, use_database
 from ._output import as_dict, print_json, print_record, print_table
@@ -53,6 +54,9 @@ def add_leases_commands(commands: Any, parser_class: type[argparse.ArgumentParse
         "release": "release a lease (as the admin)",
         "preempt": "request the preemption of a lease (deferred while it is marked)",
         "fence": "revoke a lease at once",
+        "hold": "set the operator hold on a lease (audited; it defers preemption, at most "
+        "max_defer from the request)",
+        "unhold": "clear the operator hold on a lease (a preemption it deferred goes now)",
     }
     for name, text in actions.items():
         action = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
@@ -60,6 +64,14 @@ def add_leases_commands(commands: Any, parser_class: type[argparse.ArgumentParse
         if name == "preempt":
             action.add_argument(
                 "--cause", default="operator request", help="why (default: %(default)s)"
+            )
+        if name == "hold":
+            action.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+            action.add_argument(
+                "--expires-in",
+                type=seconds,
+                metavar="SECONDS",
+                help="the hold lapses after this long (default: until unhold)",
             )
         add_url_arguments(action)
         action.add_argument("--json", action="store_true", help="the answer as one JSON object")
@@ -77,6 +89,10 @@ def run_leases(args: argparse.Namespace) -> int:
             answer = call(client, lambda: client.release(lid))
         elif args.leases_command == "preempt":
             answer = call(client, lambda: client.preempt(lid, args.cause))
+        elif args.leases_command == "hold":
+            answer = call(client, lambda: client.hold(lid, args.reason, args.expires_in))
+        elif args.leases_command == "unhold":
+            answer = call(client, lambda: client.unhold(lid))
         else:
             answer = call(client, lambda: client.fence(lid))
     data = as_dict(answer)
@@ -92,8 +108,18 @@ def _list(args: argparse.Namespace) -> int:
     db = use_database(args)
     if db is not None:
         with open_store(db, must_exist=True, read_only=True) as store:
-            state = None if args.state is None else LeaseState(args.state)
-            for stored in store.list_leases(state):
+            wanted = None if args.state is None else LeaseState(args.state)
+            now = time.time()
+            # A lapsed ACTIVE row is EXPIRED (the scheduler commits that when it runs), so
+            # filter on the state shown, not the one stored.
+            stored_filter = wanted
+            if wanted in (LeaseState.ACTIVE, LeaseState.EXPIRED):
+                stored_filter = None
+            for stored in store.list_leases(stored_filter):
+                shown = stored.state_as_of(now)
+                if wanted is not None and shown is not wanted:
+                    continue
+                lapsed = shown is not stored.state
                 rows.append(
                     {
                         "lease_id": f"{stored.lease_id:032x}",
@@ -102,10 +128,17 @@ def _list(args: argparse.Namespace) -> int:
                         "priority": stored.priority,
                         "slots": stored.slots,
                         "fencing_token": stored.fencing_token,
-                        "state": stored.state.value,
+                        "state": shown.value,
                         "granted_at": iso(stored.granted_wall),
                         "expires_at": iso(stored.expires_wall),
                         "pending_preemption": stored.preempt_cause,
+                        "hold": stored.hold_reason if shown is LeaseState.ACTIVE else None,
+                        "ended_at": iso(stored.expires_wall if lapsed else stored.ended_wall),
+                        "end_cause": (
+                            f"expired: not renewed within its ttl of {stored.ttl:g} s"
+                            if lapsed
+                            else stored.end_cause
+                        ),
                     }
                 )
     else:
@@ -125,6 +158,9 @@ def _list(args: argparse.Namespace) -> int:
                     "granted_at": lease.granted_at,
                     "expires_at": lease.expires_at,
                     "pending_preemption": None if pending is None else pending.cause,
+                    "hold": None if lease.hold is None else lease.hold.reason,
+                    "ended_at": lease.ended_at,
+                    "end_cause": lease.end_cause,
                 }
             )
     if args.json:

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
@@ -52,22 +53,43 @@ class ReloadableTokens:
     def authenticate(self, authorization: str | None) -> Principal | None:
         return self._tokens.authenticate(authorization)
 
-    def reload(self) -> bool:
-        """Read the file again; True if its tokens are now in use."""
+    def reload(self) -> str | None:
+        """Read the file again: None once its tokens are in use, else why not (the
+        previous tokens stay). The error names the file, never a token."""
         try:
             tokens = TokenConfig.load(self.path)
         except TokenConfigError as exc:
-            logger.error(
-                "token reload failed; the previous tokens stay in use",
-                extra={"event": "tokens_reload_failed", "path": self.path, "error": str(exc)},
-            )
-            return False
+            return str(exc)
         self._tokens = tokens
-        logger.warning(
-            "token file reloaded",
-            extra={"event": "tokens_reloaded", "path": self.path, "workers": tokens.workers},
-        )
-        return True
+        return None
+
+
+def reload_and_audit(tokens: ReloadableTokens, scheduler: Scheduler, lock: threading.Lock) -> None:
+    """Reload the token file and append the audit record that says so.
+
+    The audit tail logs that record (``tokens_reloaded`` or ``tokens_reload_failed``):
+    one line per reload, like every decision. Should the audit itself fail, the reload
+    still stands and the failure is logged here.
+    """
+    with lock:  # two SIGHUPs close together: reloads in order, each audited
+        error = tokens.reload()
+        try:
+            if error is None:
+                scheduler.record_tokens_reloaded(
+                    source=str(tokens.path), admin=True, workers=tokens.current.workers
+                )
+            else:
+                scheduler.record_tokens_reloaded(source=str(tokens.path), error=error)
+        except SchedulerError as exc:
+            logger.error(
+                "the token reload could not be audited",
+                extra={
+                    "event": "tokens_reload_unaudited",
+                    "path": tokens.path,
+                    "reloaded": error is None,
+                    "error": str(exc),
+                },
+            )
 
 
 def add_serve_command(commands: Any) -> None:
@@ -154,8 +176,17 @@ def _serve_on(config: ServeConfig, tokens: ReloadableTokens, sock: socket.socket
         store.close()
         raise UsageError(str(exc)) from None
 
+    reloading = threading.Lock()
+
     def on_hangup(signum: int, frame: FrameType | None) -> None:
-        tokens.reload()
+        # Off the handler: the audit record commits under the scheduler's lock, which
+        # the interrupted main thread may hold.
+        threading.Thread(
+            target=reload_and_audit,
+            args=(tokens, scheduler, reloading),
+            name="token-reload",
+            daemon=True,
+        ).start()
 
     previous = signal.signal(signal.SIGHUP, on_hangup)
     try:
