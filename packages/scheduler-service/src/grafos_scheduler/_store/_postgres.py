@@ -33,6 +33,15 @@ from .._store._protocol import write_change
 
 __all__ = ["SCHEMA_VERSION", "LeaderRow", "LeadershipLost", "PostgresStore"]
 
+# LeaseRow's fields after the first eighteen, each in a column of its own name.
+_LEASE_EXTRA = (
+    ("end_cause", "TEXT"),
+    ("hold_reason", "TEXT"),
+    ("hold_set_wall", "DOUBLE PRECISION"),
+    ("hold_expires_at", "DOUBLE PRECISION"),
+    ("hold_expires_wall", "DOUBLE PRECISION"),
+)
+_EXTRA_NAMES = tuple(name for name, _ in _LEASE_EXTRA)
 SCHEMA_VERSION = "1"
 
 _SCHEMA = (
@@ -66,8 +75,8 @@ _SCHEMA = (
         preempt_cause TEXT,
         preempt_requested_wall DOUBLE PRECISION,
         preempt_deadline_wall DOUBLE PRECISION,
-        position BIGSERIAL NOT NULL
-    )""",
+        {extra}position BIGSERIAL NOT NULL
+    )""".format(extra="".join(f"{name} {kind},\n        " for name, kind in _LEASE_EXTRA)),
     "CREATE INDEX IF NOT EXISTS grafos_leases_by_state ON grafos_leases (state)",
     "CREATE INDEX IF NOT EXISTS grafos_leases_by_grant ON grafos_leases (granted_wall, lease_id)",
     """CREATE INDEX IF NOT EXISTS grafos_leases_by_state_grant
@@ -113,20 +122,22 @@ _SCHEMA = (
 _LEASE_COLUMNS = (
     "lease_id, ticket_id, job, holder, priority, slots, ttl, fencing_token, state, epoch, "
     "granted_at, expires_at, granted_wall, expires_wall, ended_wall, preempt_cause, "
-    "preempt_requested_wall, preempt_deadline_wall"
+    "preempt_requested_wall, preempt_deadline_wall" + "".join(f", {name}" for name in _EXTRA_NAMES)
 )
 _TICKET_COLUMNS = (
     "position, ticket_id, job, holder, priority, slots, ttl, epoch, requested_at, requested_wall"
 )
 _AUDIT_COLUMNS = "seq, time, kind, lease_id, job, data, prev_hash, hash"
 
-_INSERT_LEASE = f"INSERT INTO grafos_leases ({_LEASE_COLUMNS}) VALUES ({', '.join(['%s'] * 18)})"  # noqa: S608 - constants
+_LEASE_PLACEHOLDERS = ", ".join(["%s"] * (18 + len(_EXTRA_NAMES)))
+_INSERT_LEASE = f"INSERT INTO grafos_leases ({_LEASE_COLUMNS}) VALUES ({_LEASE_PLACEHOLDERS})"  # noqa: S608 - constants
 _UPDATE_LEASE = (
-    "UPDATE grafos_leases SET ticket_id = %s, job = %s, holder = %s, priority = %s, "
+    "UPDATE grafos_leases SET ticket_id = %s, job = %s, holder = %s, priority = %s, "  # noqa: S608 - constant column names
     "slots = %s, ttl = %s, fencing_token = %s, state = %s, epoch = %s, granted_at = %s, "
     "expires_at = %s, granted_wall = %s, expires_wall = %s, ended_wall = %s, "
-    "preempt_cause = %s, preempt_requested_wall = %s, preempt_deadline_wall = %s "
-    "WHERE lease_id = %s AND state = 'active'"
+    "preempt_cause = %s, preempt_requested_wall = %s, preempt_deadline_wall = %s"
+    + "".join(f", {name} = %s" for name in _EXTRA_NAMES)
+    + " WHERE lease_id = %s AND state = 'active'"
 )
 _SELECT_LEASE = f"SELECT {_LEASE_COLUMNS} FROM grafos_leases WHERE lease_id = %s"  # noqa: S608
 _SELECT_LEASE_OF_TICKET = f"SELECT {_LEASE_COLUMNS} FROM grafos_leases WHERE ticket_id = %s"  # noqa: S608
@@ -263,6 +274,7 @@ def _lease_params(row: LeaseRow) -> tuple[Any, ...]:
         row.preempt_cause,
         row.preempt_requested_wall,
         row.preempt_deadline_wall,
+        *(getattr(row, name) for name in _EXTRA_NAMES),
     )
 
 
@@ -286,6 +298,7 @@ def _lease_row(r: tuple[Any, ...]) -> LeaseRow:
         preempt_cause=r[15],
         preempt_requested_wall=r[16],
         preempt_deadline_wall=r[17],
+        **dict(zip(_EXTRA_NAMES, r[18:], strict=True)),
     )
 
 
