@@ -214,6 +214,10 @@ def wheels(session: nox.Session) -> None:
         copy = Path(tmp) / "copy"
         for part in ("tests/scheduler", "tests/support", "examples"):
             shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+        # The README test runs the README's commands; its install block builds the wheels
+        # from packages/ by path, as a user would. Neither is importable from here.
+        shutil.copy(ROOT / "README.md", copy / "README.md")
+        (copy / "packages").symlink_to(ROOT / "packages")
         (copy / "pytest.ini").write_text(pytest_ini())
         with session.chdir(copy):
             session.run(
