@@ -8,11 +8,25 @@ from importlib import resources
 import grafos_pipeline
 import grafos_scheduler
 
+# Installed without extras: the PostgreSQL names need the `postgres` extra, and say so.
+NEEDS_POSTGRES = {"PostgresStore", "LeadershipLost"}
+for name in sorted(NEEDS_POSTGRES):
+    try:
+        getattr(grafos_scheduler, name)
+    except ImportError as exc:
+        if "grafos-scheduler[postgres]" not in str(exc):
+            print(f"grafos_scheduler.{name} without psycopg: unclear error {exc}")
+            sys.exit(1)
+    else:
+        print(f"grafos_scheduler.{name} imported without the postgres extra installed")
+        sys.exit(1)
+
 for module in (grafos_pipeline, grafos_scheduler):
     if "site-packages" not in (module.__file__ or ""):
         print(f"{module.__name__} imported from {module.__file__}, not site-packages")
         sys.exit(1)
-    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    names = [n for n in module.__all__ if module is grafos_pipeline or n not in NEEDS_POSTGRES]
+    missing = [name for name in names if not hasattr(module, name)]
     if missing:
         print(f"{module.__name__}.__all__ names missing attributes: {missing}")
         sys.exit(1)

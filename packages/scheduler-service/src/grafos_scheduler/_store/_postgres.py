@@ -19,8 +19,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
-import psycopg
-import psycopg_pool
+
+try:
+    import psycopg
+    import psycopg_pool
+except ImportError as exc:  # the `postgres` extra is not installed
+    raise ImportError(
+        f"PostgresStore needs psycopg and psycopg-pool ({exc.name} is missing): "
+        "install grafos-scheduler[postgres]",
+        name=exc.name,
+    ) from exc
 
 from .._domain import _audit_entries as entries
 from .._domain._audit import GENESIS_HASH, AuditRecord, chain
