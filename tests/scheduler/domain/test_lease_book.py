@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from grafos_scheduler import AuditKind, Change, LeaseState, ManualClock, PreemptionManager
+from grafos_scheduler import AuditKind, Change, LeaseState, ManualClock, PreemptionManager, WorkLost
 from support.internals import GENESIS_HASH, AuditEntry, LeaseBook, chain, verify_records
 from support.internals import audit_entries as _audit_entries
 
@@ -59,7 +59,7 @@ def test_successive_changes_chain_onto_each_other() -> None:
     first = _grant(book)
     book.apply(first)
     row = book.active[7]
-    second = book.release(row, 1_001.0)
+    second = book.release(row, 1_001.0, WorkLost(None, 1.0))
     assert second.expected_head == first.new_head
     assert second.updated_leases[0].state is LeaseState.RELEASED
     assert verify_records(first.audit + second.audit).ok

@@ -23,6 +23,7 @@ from grafos_scheduler import (
     SqliteStore,
     StoreConflict,
     TicketRow,
+    WorkLost,
     write_change,
 )
 from support.internals import GENESIS_HASH, active_row, book_of, store_of
@@ -181,7 +182,7 @@ def test_a_change_on_a_stale_head_is_refused_and_writes_nothing(db_path: Path) -
         head = store.audit_head()
         row = active_row(scheduler, lease.lease_id)
         # The release as it would have been decided before the grant was recorded.
-        stale = book_of(scheduler).release(row, clock.wall())
+        stale = book_of(scheduler).release(row, clock.wall(), WorkLost(None, 0.0))
         stale = attrs.evolve(stale, audit=tuple(attrs.evolve(r, seq=1) for r in stale.audit))
         with pytest.raises(StoreConflict, match="audit head is seq"):
             store.commit(stale)

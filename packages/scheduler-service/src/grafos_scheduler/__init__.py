@@ -50,6 +50,7 @@ from ._domain._renewal import Renewal as Renewal
 from ._domain._ticket_wait import TicketWait as TicketWait
 from ._domain._ticket_wait import VictimLease as VictimLease
 from ._domain._ticket_wait import WaitReason as WaitReason
+from ._domain._work_lost import WorkLost as WorkLost
 from ._remote._agent import RunOutcome as RunOutcome
 from ._remote._agent import RunResult as RunResult
 from ._remote._agent import WorkerAgent as WorkerAgent
@@ -62,6 +63,10 @@ from ._remote._client import SchedulerClient as SchedulerClient
 from ._remote._client import ServiceError as ServiceError
 from ._remote._client import ServiceUnavailable as ServiceUnavailable
 from ._remote._client import TokenConflict as TokenConflict
+from ._scheduler._lease_events import EventBatch as EventBatch
+from ._scheduler._lease_events import LeaseEvent as LeaseEvent
+from ._scheduler._lease_events import LeaseEventKind as LeaseEventKind
+from ._scheduler._lease_events import LeaseEventLog as LeaseEventLog
 from ._service._auth import Principal as Principal
 from ._service._auth import TokenConfig as TokenConfig
 from ._service._auth import TokenConfigError as TokenConfigError
@@ -137,12 +142,16 @@ __all__ = [
     "Change",
     "Clock",
     "DuePreemption",
+    "EventBatch",
     "FencingTokenMismatch",
     "Hold",
     "InvalidRequest",
     "JobAlreadyLeased",
     "LeadershipLost",
     "Lease",
+    "LeaseEvent",
+    "LeaseEventKind",
+    "LeaseEventLog",
     "LeaseExpired",
     "LeaseGone",
     "LeaseNotActive",
@@ -194,6 +203,7 @@ __all__ = [
     "UnknownTicket",
     "VictimLease",
     "WaitReason",
+    "WorkLost",
     "WorkerAgent",
     "create_app",
     "write_change",

@@ -41,6 +41,9 @@ class AuditKind(enum.Enum):
     PREEMPTION_DEFERRED = "preemption_deferred"
     PREEMPTION_EXECUTED = "preemption_executed"
     PREEMPTION_FORCED = "preemption_forced"
+    # A lease with a grace window whose holder checkpointed and released after the
+    # request, before its deadline: it ends PREEMPTED, having lost what it reported.
+    PREEMPTION_COOPERATIVE = "preemption_cooperative"
     # A waiting ticket's shortfall that the leases below its priority cannot cover:
     # nothing is preempted. Recorded again only when the shortfall or the room changes.
     PREEMPTION_REFUSED = "preemption_refused"

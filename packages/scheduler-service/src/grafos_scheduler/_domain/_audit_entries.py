@@ -12,6 +12,7 @@ from .._domain._audit import AuditEntry, AuditKind
 from .._domain._ids import id_hex
 from .._domain._preemption import NonPreemptibleReason
 from .._domain._rows import LeaseRow, TicketRow
+from .._domain._work_lost import WorkLost
 
 
 def _reason_names(reasons: Iterable[NonPreemptibleReason]) -> list[str]:
@@ -46,6 +47,7 @@ def queued(ticket: TicketRow) -> AuditEntry:
             "priority": ticket.priority,
             "slots": ticket.slots,
             "ttl": ticket.ttl,
+            **({"grace": ticket.grace} if ticket.grace else {}),
         },
     )
 
@@ -76,29 +78,38 @@ def granted(row: LeaseRow) -> AuditEntry:
             "ttl": row.ttl,
             "fencing_token": row.fencing_token,
             "ticket_id": None if row.ticket_id is None else id_hex(row.ticket_id),
+            **({"grace": row.grace} if row.grace else {}),
         },
     )
 
 
-def released(row: LeaseRow) -> AuditEntry:
-    return AuditEntry(AuditKind.RELEASE, row.lease_id, row.job, {})
+def released(row: LeaseRow, lost: WorkLost) -> AuditEntry:
+    return AuditEntry(AuditKind.RELEASE, row.lease_id, row.job, lost.data())
 
 
-def expired(row: LeaseRow, *, while_down: bool) -> AuditEntry:
+def expired(row: LeaseRow, lost: WorkLost, *, while_down: bool) -> AuditEntry:
     return AuditEntry(
         AuditKind.EXPIRE,
         row.lease_id,
         row.job,
-        {"expires_wall": row.expires_wall, "while_down": while_down},
+        {"expires_wall": row.expires_wall, "while_down": while_down, **lost.data()},
     )
 
 
-def fenced(row: LeaseRow) -> AuditEntry:
-    return AuditEntry(AuditKind.FENCE, row.lease_id, row.job, {"fencing_token": row.fencing_token})
+def fenced(row: LeaseRow, lost: WorkLost) -> AuditEntry:
+    return AuditEntry(
+        AuditKind.FENCE,
+        row.lease_id,
+        row.job,
+        {"fencing_token": row.fencing_token, **lost.data()},
+    )
 
 
 def preemption_requested(row: LeaseRow, cause: str) -> AuditEntry:
-    return AuditEntry(AuditKind.PREEMPTION_REQUESTED, row.lease_id, row.job, {"cause": cause})
+    data: dict[str, object] = {"cause": cause}
+    if row.grace:
+        data["grace"] = row.grace
+    return AuditEntry(AuditKind.PREEMPTION_REQUESTED, row.lease_id, row.job, data)
 
 
 def preemption_deferred(
@@ -118,29 +129,62 @@ def preemption_deferred(
             "reasons": _reason_names(reasons),
             "max_defer": max_defer,
             "deadline_wall": deadline_wall,
+            **({"grace": row.grace} if row.grace else {}),
         },
     )
 
 
-def preemption_executed(row: LeaseRow, cause: str) -> AuditEntry:
+def preemption_executed(row: LeaseRow, cause: str, lost: WorkLost) -> AuditEntry:
     """Carried out at once, with no marker holding the lease."""
     return AuditEntry(
-        AuditKind.PREEMPTION_EXECUTED, row.lease_id, row.job, {"cause": cause, "reasons": []}
+        AuditKind.PREEMPTION_EXECUTED,
+        row.lease_id,
+        row.job,
+        {"cause": cause, "reasons": [], **lost.data()},
     )
 
 
 def preemption_due(
-    row: LeaseRow, cause: str, reasons: Iterable[NonPreemptibleReason], *, forced: bool
+    row: LeaseRow,
+    cause: str,
+    reasons: Iterable[NonPreemptibleReason],
+    lost: WorkLost,
+    *,
+    forced: bool,
+    grace_expired: bool = False,
 ) -> AuditEntry:
-    """A deferred preemption carried out: EXECUTED on the last clear, FORCED at its deadline."""
+    """A deferred preemption carried out: EXECUTED on the last clear, FORCED at its
+    deadline (``grace_expired``: the holder let its grace window pass)."""
+    data: dict[str, object] = {
+        "cause": cause,
+        "reasons": _reason_names(reasons),
+        "deadline_wall": row.preempt_deadline_wall,
+        **lost.data(),
+    }
+    if row.grace:
+        data["grace"] = row.grace
+        data["grace_expired"] = grace_expired
     return AuditEntry(
         AuditKind.PREEMPTION_FORCED if forced else AuditKind.PREEMPTION_EXECUTED,
         row.lease_id,
         row.job,
+        data,
+    )
+
+
+def preemption_cooperative(row: LeaseRow, lost: WorkLost) -> AuditEntry:
+    """The holder of a lease with a grace window released it while its preemption was
+    pending: it took its final checkpoint in time."""
+    return AuditEntry(
+        AuditKind.PREEMPTION_COOPERATIVE,
+        row.lease_id,
+        row.job,
         {
-            "cause": cause,
-            "reasons": _reason_names(reasons),
+            "cause": row.preempt_cause,
+            "grace": row.grace,
+            "requested_wall": row.preempt_requested_wall,
             "deadline_wall": row.preempt_deadline_wall,
+            **lost.data(),
         },
     )
 

@@ -101,6 +101,12 @@ class Lease:
     end_cause: str | None = None
     #: The operator hold while ACTIVE, else None.
     hold: Hold | None = None
+    #: Seconds the holder is given to checkpoint and release when preempted (0: none).
+    grace: float = 0.0
+    #: Set once the lease ended: the work done since its last completed checkpoint
+    #: (records None when nobody reported them).
+    work_lost_records: int | None = None
+    work_lost_seconds: float | None = None
 
     @property
     def active(self) -> bool:
@@ -127,3 +133,4 @@ class Ticket:
     slots: int = attrs.field(validator=_v_slots)
     ttl: float = attrs.field(validator=_v_ttl)
     requested_at: float = attrs.field(validator=_v_time)
+    grace: float = 0.0

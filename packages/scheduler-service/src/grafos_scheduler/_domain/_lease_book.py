@@ -22,6 +22,7 @@ from .._domain._ids import id_hex
 from .._domain._lease import LeaseState
 from .._domain._preemption import NonPreemptibleReason, PreemptionManager
 from .._domain._rows import LeaseRow, TicketRow
+from .._domain._work_lost import WorkLost
 
 
 def unheld(row: LeaseRow) -> LeaseRow:
@@ -150,7 +151,7 @@ class LeaseBook:
         self.active_by_job[row.job] = row.lease_id
         self.used += row.slots
         heapq.heappush(self._expiry, (row.expires_at, row.lease_id))
-        self.manager.track(row.lease_id, row.priority, row.slots)
+        self.manager.track(row.lease_id, row.priority, row.slots, row.grace)
         if row.held:
             self.manager.mark_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
             if row.hold_expires_at is not None:
@@ -214,6 +215,7 @@ class LeaseBook:
         last_token: int,
         now: float,
         wall: float,
+        grace: float = 0.0,
     ) -> tuple[Change, LeaseRow]:
         """A new ACTIVE lease with the job's next fencing token (``last_token`` + 1)."""
         token = last_token + 1
@@ -232,6 +234,7 @@ class LeaseBook:
             granted_wall=wall,
             expires_wall=wall + ttl,
             ticket_id=ticket_id,
+            grace=grace,
         )
         change = self._change(
             wall,
@@ -253,6 +256,7 @@ class LeaseBook:
         ttl: float,
         now: float,
         wall: float,
+        grace: float = 0.0,
     ) -> tuple[Change, TicketRow]:
         """A waiting ticket, behind every ticket of its priority or higher."""
         row = TicketRow(
@@ -266,6 +270,7 @@ class LeaseBook:
             requested_at=now,
             requested_wall=wall,
             position=self._next_position,
+            grace=grace,
         )
         return self._change(wall, [entries.queued(row)], inserted_tickets=(row,)), row
 
@@ -274,8 +279,13 @@ class LeaseBook:
             wall, [entries.ticket_cancelled(ticket)], deleted_tickets=(ticket.ticket_id,)
         )
 
-    def renew(self, row: LeaseRow, now: float, wall: float) -> Change:
-        """Extend by the TTL; renewals are applied in memory only, and not audited."""
+    def renew(
+        self, row: LeaseRow, now: float, wall: float, checkpoint_wall: float | None = None
+    ) -> Change:
+        """Extend by the TTL; renewals are applied in memory only, and not audited.
+
+        ``checkpoint_wall`` is the last completed checkpoint known now (kept if None).
+        """
         # Spelled out rather than attrs.evolve: this is the hot path of every renewal.
         renewed = LeaseRow(
             lease_id=row.lease_id,
@@ -296,11 +306,21 @@ class LeaseBook:
             preempt_cause=row.preempt_cause,
             preempt_requested_wall=row.preempt_requested_wall,
             preempt_deadline_wall=row.preempt_deadline_wall,
-            # A renewal never touches a hold: it is carried over as it is.
-            hold_reason=row.hold_reason,
-            hold_set_wall=row.hold_set_wall,
-            hold_expires_at=row.hold_expires_at,
-            hold_expires_wall=row.hold_expires_wall,
+        self.manager.track(row.lease_id, row.priority, row.slots)
+        if row.held:
+            self.manager.mark_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
+            if row.hold_expires_at is not None:
+                heapq.heappush(self._hold_expiry, (row.hold_expires_at, row.lease_id))
+
+    def _hold_changed(self, old: LeaseRow, row: LeaseRow) -> None:
+        # A hold is one OPERATOR_HOLD marker in the manager: set adds it, clear drops it.
+        if row.held and not old.held:
+            self.manager.mark_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
+        elif old.held and not row.held:
+            self.manager.clear_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
+        if row.hold_expires_at is not None and row.hold_expires_at != old.hold_expires_at:
+            heapq.heappush(self._hold_expiry, (row.hold_expires_at, row.lease_id))
+        self.manager.track(row.lease_id, row.priority, row.slots, row.grace)
         )
         return Change(updated_leases=(renewed,))
 
@@ -311,35 +331,45 @@ class LeaseBook:
         audit: Iterable[AuditEntry],
         wall: float,
         cause: str,
+        lost: WorkLost,
     ) -> Change:
-        """End an ACTIVE lease in ``state``, with the records that explain it and
-        ``cause``, the end in words (stored with the end time)."""
-        ended = attrs.evolve(row, state=state, ended_wall=wall, end_cause=cause)
+        """End an ACTIVE lease in ``state``, with the records that explain it, ``cause``
+        (the end in words, stored with the end time) and the work it lost."""
+        ended = attrs.evolve(
+            row,
+            state=state,
+            ended_wall=wall,
+            end_cause=cause,
+            work_lost_records=lost.records,
+            work_lost_seconds=round(lost.seconds, 6),
+        )
         return self._change(wall, audit, updated_leases=(ended,))
 
-    def release(self, row: LeaseRow, wall: float) -> Change:
-        return self.end(row, LeaseState.RELEASED, [entries.released(row)], wall, "released")
+    def release(self, row: LeaseRow, wall: float, lost: WorkLost) -> Change:
+        audit = [entries.released(row, lost)]
+        return self.end(row, LeaseState.RELEASED, audit, wall, "released", lost)
 
-    def fence(self, row: LeaseRow, wall: float) -> Change:
-        return self.end(
-            row, LeaseState.FENCED, [entries.fenced(row)], wall, "fenced by an operator"
-        )
+    def release_cooperatively(self, row: LeaseRow, wall: float, lost: WorkLost) -> Change:
+        """The holder of a lease with a grace window released it while its preemption
+        was pending: the preemption ends PREEMPTED, cooperatively."""
+        audit = [entries.preemption_cooperative(row, lost)]
+        cause = f"preempted cooperatively (released in its grace window): {row.preempt_cause}"
+        return self.end(row, LeaseState.PREEMPTED, audit, wall, cause, lost)
 
-    def expire(self, row: LeaseRow, wall: float) -> Change:
-        return self.end(
-            row,
-            LeaseState.EXPIRED,
-            [entries.expired(row, while_down=False)],
-            wall,
-            expiry_cause(row),
-        )
+    def fence(self, row: LeaseRow, wall: float, lost: WorkLost) -> Change:
+        audit = [entries.fenced(row, lost)]
+        return self.end(row, LeaseState.FENCED, audit, wall, "fenced by an operator", lost)
 
-    def preempt_now(self, row: LeaseRow, cause: str, wall: float) -> Change:
+    def expire(self, row: LeaseRow, wall: float, lost: WorkLost) -> Change:
+        audit = [entries.expired(row, lost, while_down=False)]
+        return self.end(row, LeaseState.EXPIRED, audit, wall, expiry_cause(row), lost)
+
+    def preempt_now(self, row: LeaseRow, cause: str, wall: float, lost: WorkLost) -> Change:
         """Preempted at once; a request made earlier (pending) was audited already."""
-        audit = [entries.preemption_executed(row, cause)]
+        audit = [entries.preemption_executed(row, cause, lost)]
         if row.preempt_cause is None:
             audit.insert(0, entries.preemption_requested(row, cause))
-        return self.end(row, LeaseState.PREEMPTED, audit, wall, f"preempted: {cause}")
+        return self.end(row, LeaseState.PREEMPTED, audit, wall, f"preempted: {cause}", lost)
 
     def preempt_due(
         self,
@@ -349,15 +379,23 @@ class LeaseBook:
         *,
         forced: bool,
         wall: float,
+        lost: WorkLost,
+        grace_expired: bool = False,
     ) -> Change:
         """A deferred preemption carried out (last marker cleared, or forced)."""
-        audit = [entries.preemption_due(row, cause, reasons, forced=forced)]
-        if forced:
+        audit = [
+            entries.preemption_due(
+                row, cause, reasons, lost, forced=forced, grace_expired=grace_expired
+            )
+        ]
+        if forced and reasons:
             held = ", ".join(sorted(r.value for r in reasons))
             end_cause = f"preemption forced at its deadline (still held by {held}): {cause}"
+        elif grace_expired:
+            end_cause = f"preempted when its grace window ran out: {cause}"
         else:
             end_cause = f"preempted: {cause}"
-        return self.end(row, LeaseState.PREEMPTED, audit, wall, end_cause)
+        return self.end(row, LeaseState.PREEMPTED, audit, wall, end_cause, lost)
 
     # -- operator holds -------------------------------------------------------------
 

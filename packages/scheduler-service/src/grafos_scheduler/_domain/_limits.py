@@ -31,6 +31,10 @@ MAX_TTL = 86_400.0
 MAX_SLOTS = 1_000_000
 #: Fencing tokens are stored as signed 64-bit integers.
 MAX_FENCING_TOKEN = 2**63 - 1
+#: Work lost, as a holder reports it on release: records fit a signed 64-bit column,
+#: and seconds are bounded so a typo (milliseconds) is refused, not summed.
+MAX_WORK_LOST_RECORDS = MAX_FENCING_TOKEN
+MAX_WORK_LOST_SECONDS = 1e9
 
 # One batch renewal (POST /v1/renewals) renews at most this many leases.
 MAX_BATCH_RENEWALS = 1000
@@ -136,3 +140,26 @@ def check_hold_seconds(value: object) -> float | None:
     if value is None:
         return None
     return check_seconds(value, "expires_in", most=MAX_HOLD_SECONDS)
+def check_grace(value: object, *, max_grace: float, max_defer: float) -> float:
+    """Return a grace window in seconds: >= 0, at most ``max_grace`` and ``max_defer``.
+
+    The message names both bounds, so a caller refused by either knows which.
+    """
+    grace = check_seconds(value, "grace", allow_zero=True)
+    if grace > max_grace or grace > max_defer:
+        raise InvalidRequest(
+            f"grace {grace:g} is above the bound: the server's max_grace is {max_grace:g} s "
+            f"and its max_defer is {max_defer:g} s"
+        )
+    return grace
+
+
+def check_work_lost(records: object, seconds: object) -> tuple[int | None, float | None]:
+    """Return a holder's report of the work lost (each part optional)."""
+    if records is not None:
+        records = check_count(records, "work_lost_records", 0, MAX_WORK_LOST_RECORDS)
+    if seconds is not None:
+        seconds = check_seconds(
+            seconds, "work_lost_seconds", allow_zero=True, most=MAX_WORK_LOST_SECONDS
+        )
+    return records, seconds  # type: ignore[return-value]

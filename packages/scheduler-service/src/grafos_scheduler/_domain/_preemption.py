@@ -55,13 +55,20 @@ class PreemptionDecision:
 
 @attrs.frozen
 class PendingPreemption:
-    """A deferred preemption: carried out on the last clear, or forced at ``deadline``."""
+    """A deferred preemption: carried out on the last clear, or forced at ``deadline``.
+
+    For a lease with a grace window, ``grace_deadline`` is the end of the window (the
+    request plus the grace): until then the holder may checkpoint and release (a
+    cooperative preemption), and ``deadline`` is that same time. Should a flush be in
+    progress when the window ends, ``deadline`` moves to the request plus ``max_defer``.
+    """
 
     lease_id: int
     cause: str
     requested_at: float
     deadline: float
     reasons: frozenset[NonPreemptibleReason] = attrs.field(converter=_reasons_converter)
+    grace_deadline: float | None = None
 
 
 @attrs.frozen
@@ -77,6 +84,8 @@ class DuePreemption:
     deadline: float
     forced: bool
     reasons: frozenset[NonPreemptibleReason] = attrs.field(converter=_reasons_converter)
+    #: True when the lease's grace window ended without the holder releasing it.
+    grace_expired: bool = False
 
 
 _REASON_BY_KEY = {r.value: r for r in NonPreemptibleReason}
@@ -84,12 +93,23 @@ _CHECKPOINT_KEY = NonPreemptibleReason.CHECKPOINT_IN_PROGRESS.value
 
 
 class _Pending:
-    __slots__ = ("cause", "deadline", "requested_at")
+    # ``deadline`` is the bound (request + max_defer); ``due`` the next time the
+    # executor acts: the grace deadline while the window is open, then ``deadline``.
+    __slots__ = ("cause", "deadline", "due", "grace_deadline", "in_grace", "requested_at")
 
-    def __init__(self, cause: str, requested_at: float, deadline: float) -> None:
+    def __init__(
+        self,
+        cause: str,
+        requested_at: float,
+        deadline: float,
+        grace_deadline: float | None = None,
+    ) -> None:
         self.cause = cause
         self.requested_at = requested_at
         self.deadline = deadline
+        self.grace_deadline = grace_deadline
+        self.in_grace = grace_deadline is not None
+        self.due = deadline if grace_deadline is None else min(grace_deadline, deadline)
 
 
 class _Level:
@@ -120,17 +140,34 @@ _NOT_FREE, _FREE, _LATE = 0, 1, 2
 class _Entry:
     # One tracked lease. Markers are keyed by the reason's value string: an Enum's
     # __hash__ is a Python function, a str's is cached, and mark/clear is the hot path.
-    __slots__ = ("free", "level", "markers", "pending", "priority", "remote", "slots", "stamp")
+    __slots__ = (
+        "flushed_at",
+        "free",
+        "grace",
+        "level",
+        "markers",
+        "pending",
+        "priority",
+        "remote",
+        "slots",
+        "stamp",
+    )
 
-    def __init__(self, priority: int, slots: int, level: _Level, stamp: int) -> None:
+    def __init__(
+        self, priority: int, slots: int, level: _Level, stamp: int, grace: float
+    ) -> None:
         self.priority = priority
         self.slots = slots
         self.level = level
         self.stamp = stamp
+        # A lease with a grace window is never preemptible "now": it gets its window.
+        self.grace = grace
         self.free = _NOT_FREE
         self.markers: dict[str, int] = {}
         self.remote: frozenset[NonPreemptibleReason] = frozenset()
         self.pending: _Pending | None = None
+        # Monotonic time of the last completed checkpoint known here (None: none yet).
+        self.flushed_at: float | None = None
 
 
 def _reasons_of(entry: _Entry) -> frozenset[NonPreemptibleReason]:
@@ -159,6 +196,7 @@ class PreemptionManager:
         self, clock: Clock | Callable[[], float] | None = None, max_defer: float = 30.0
     ) -> None:
         self._clock = as_clock(clock)
+        self._monotonic = self._clock.monotonic
         self._carrier: Callable[[int, str], PreemptionDecision] | None = None
         self._max_defer = check_seconds(max_defer, "max_defer", allow_zero=True)
         self._lock = threading.Lock()
@@ -180,17 +218,22 @@ class PreemptionManager:
 
     # -- tracking (called by the scheduler on every grant and every end) ----------------
 
-    def track(self, lease_id: int, priority: int, slots: int) -> None:
-        """Start tracking an ACTIVE lease; it is the youngest of its priority."""
+    def track(self, lease_id: int, priority: int, slots: int, grace: float = 0.0) -> None:
+        """Start tracking an ACTIVE lease; it is the youngest of its priority.
+
+        ``grace`` > 0: a preemption request waits for the holder's release (or the end
+        of the window) instead of going at once, whatever the markers.
+        """
         check_id(lease_id)
         check_priority(priority)
         check_slots(slots)
+        grace = check_seconds(grace, "grace", allow_zero=True)
         with self._lock:
             if lease_id in self._tracked or lease_id in self._taken:
                 raise InvalidRequest(f"lease {id_hex(lease_id)} is already tracked")
             level = self._level_locked(priority)
             self._stamp += 1
-            entry = _Entry(priority, slots, level, self._stamp)
+            entry = _Entry(priority, slots, level, self._stamp, grace)
             level.order[lease_id] = None
             level.slots += slots
             self._tracked[lease_id] = entry
@@ -230,7 +273,7 @@ class PreemptionManager:
 
     def _free_locked(self, lease_id: int, entry: _Entry) -> None:
         """Put an unmarked, not pending lease into its level's preemptible-now set."""
-        if entry.free or entry.pending is not None or entry.markers or entry.remote:
+        if entry.free or entry.pending is not None or entry.markers or entry.remote or entry.grace:
             return
         level = entry.level
         free = level.free
@@ -306,6 +349,7 @@ class PreemptionManager:
                 return True  # nothing to clear
             if key == _CHECKPOINT_KEY:
                 # A completed flush puts this lease last: least work at risk.
+                entry.flushed_at = self._monotonic()
                 self._stamp += 1
                 entry.stamp = self._stamp
                 order = entry.level.order
@@ -315,7 +359,7 @@ class PreemptionManager:
                 if entry.pending is not None:
                     self._ready.append(lease_id)
                     self.wake.set()
-                elif key == _CHECKPOINT_KEY:
+                elif key == _CHECKPOINT_KEY and not entry.grace:
                     entry.level.free[lease_id] = None  # the newest stamp: in order
                     entry.free = _FREE
                 else:
@@ -341,6 +385,12 @@ class PreemptionManager:
             entry = self._tracked.get(lease_id)
             if entry is None:
                 return False
+            if (
+                NonPreemptibleReason.CHECKPOINT_IN_PROGRESS in entry.remote
+                and NonPreemptibleReason.CHECKPOINT_IN_PROGRESS not in reported
+            ):
+                # A reported flush is no longer reported: it completed (at the latest now).
+                entry.flushed_at = self._monotonic()
             entry.remote = reported
             if reported:
                 self._unfree_locked(lease_id, entry)
@@ -351,6 +401,26 @@ class PreemptionManager:
                 else:
                     self._free_locked(lease_id, entry)
             return True
+
+    def note_checkpoint(self, lease_id: int, at: float) -> bool:
+        """Record a checkpoint the holder reports it completed at monotonic ``at``
+        (a remote worker's renewal says how long ago); False if not tracked."""
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            if entry is None:
+                return False
+            if entry.flushed_at is None or at > entry.flushed_at:
+                entry.flushed_at = min(at, self._monotonic())
+            return True
+
+    def last_checkpoint(self, lease_id: int) -> float | None:
+        """Monotonic time of the lease's last completed checkpoint known here, or None.
+
+        Also answers for a lease handed out for preemption, until it is untracked.
+        """
+        with self._lock:
+            entry = self._tracked.get(lease_id) or self._taken.get(lease_id)
+            return None if entry is None else entry.flushed_at
 
     def reasons(self, lease_id: int) -> frozenset[NonPreemptibleReason]:
         """The reasons holding the lease now: local markers and remote reports."""
@@ -394,7 +464,12 @@ class PreemptionManager:
             entry = self._tracked.get(lease_id)
             if entry is None:
                 return PreemptionDecision(lease_id, PreemptionOutcome.NOT_TRACKED, cause)
-            if entry.pending is not None and not entry.markers and not entry.remote:
+            if (
+                entry.pending is not None
+                and not entry.pending.in_grace
+                and not entry.markers
+                and not entry.remote
+            ):
                 # Pending but unmarked (its markers cleared, or it was restored after a
                 # restart): nothing defers it any more, so it is carried out now.
                 cause = entry.pending.cause
@@ -406,7 +481,15 @@ class PreemptionManager:
                     PreemptionOutcome.DEFERRED,
                     entry.pending.cause,
                     _reasons_of(entry),
-                    entry.pending.deadline,
+                    entry.pending.due,
+                )
+            if entry.grace:
+                # The holder gets its window to checkpoint and release, markers or not.
+                deadline = now + self._max_defer
+                pending = _Pending(cause, now, deadline, now + entry.grace)
+                self._set_pending_locked(lease_id, entry, pending)
+                return PreemptionDecision(
+                    lease_id, PreemptionOutcome.DEFERRED, cause, _reasons_of(entry), pending.due
                 )
             if not entry.markers and not entry.remote:
                 self._take_out_locked(lease_id)
@@ -450,7 +533,7 @@ class PreemptionManager:
             if pending is not None:
                 entry.pending = None
                 self._set_pending_locked(lease_id, entry, pending)
-                if not entry.markers and not entry.remote:
+                if not entry.markers and not entry.remote and not pending.in_grace:
                     self._ready.append(lease_id)
             else:
                 self._free_locked(lease_id, entry)
@@ -461,7 +544,7 @@ class PreemptionManager:
         entry.pending = pending
         entry.level.pending_slots += entry.slots
         self._unfree_locked(lease_id, entry)
-        heapq.heappush(self._deadlines, (pending.deadline, lease_id))
+        heapq.heappush(self._deadlines, (pending.due, lease_id))
         self.wake.set()  # the executor's sleep must now end by this deadline
 
     def restore_pending(
@@ -470,12 +553,14 @@ class PreemptionManager:
         cause: str,
         requested_at: float,
         deadline: float,
+        grace_deadline: float | None = None,
         *,
         ready: bool = True,
     ) -> bool:
         """Re-register a pending preemption read back from the store after a restart.
 
-        Markers do not survive a restart, so the lease is queued as ready at once;
+        Markers do not survive a restart, so the lease is queued as ready at once,
+        unless its grace window (``grace_deadline``) is still open: the holder keeps it;
         with ``ready=False`` it waits for its deadline or a report of no markers.
         """
         with self._lock:
@@ -483,8 +568,10 @@ class PreemptionManager:
             if entry is None:
                 return False
             if entry.pending is None:
-                self._set_pending_locked(lease_id, entry, _Pending(cause, requested_at, deadline))
-            if ready and not entry.markers and not entry.remote:
+                pending = _Pending(cause, requested_at, deadline, grace_deadline)
+                self._set_pending_locked(lease_id, entry, pending)
+            assert entry.pending is not None
+            if ready and not entry.markers and not entry.remote and not entry.pending.in_grace:
                 self._ready.append(lease_id)
             return True
 
@@ -507,7 +594,7 @@ class PreemptionManager:
                 return None
             p = entry.pending
             return PendingPreemption(
-                lease_id, p.cause, p.requested_at, p.deadline, _reasons_of(entry)
+                lease_id, p.cause, p.requested_at, p.due, _reasons_of(entry), p.grace_deadline
             )
 
     def pending_all(self) -> list[PendingPreemption]:
@@ -518,8 +605,9 @@ class PreemptionManager:
                     lease_id,
                     e.pending.cause,
                     e.pending.requested_at,
-                    e.pending.deadline,
+                    e.pending.due,
                     _reasons_of(e),
+                    e.pending.grace_deadline,
                 )
                 for lease_id, e in self._tracked.items()
                 if e.pending is not None
@@ -561,7 +649,7 @@ class PreemptionManager:
                 deadline, lease_id = heap[0]
                 entry = self._tracked.get(lease_id)
                 pending = None if entry is None else entry.pending
-                if pending is not None and pending.deadline == deadline:
+                if pending is not None and pending.due == deadline:
                     return deadline
                 heapq.heappop(heap)
             return None
@@ -583,24 +671,45 @@ class PreemptionManager:
                 entry = self._tracked.get(lease_id)
                 if entry is None or entry.pending is None or entry.markers or entry.remote:
                     continue
+                if entry.pending.in_grace:
+                    continue  # the window is the holder's: its end is on the heap
                 due.append(self._take_locked(lease_id, entry, forced=False))
             heap = self._deadlines
             while heap and heap[0][0] <= now:
                 deadline, lease_id = heapq.heappop(heap)
                 entry = self._tracked.get(lease_id)
-                if entry is None or entry.pending is None or entry.pending.deadline != deadline:
+                pending = None if entry is None else entry.pending
+                if entry is None or pending is None or pending.due != deadline:
                     continue
-                forced = bool(entry.markers) or bool(entry.remote)
-                due.append(self._take_locked(lease_id, entry, forced=forced))
+                marked = bool(entry.markers) or bool(entry.remote)
+                if pending.in_grace:
+                    pending.in_grace = False
+                    if marked and pending.deadline > deadline:
+                        # A flush in progress at the end of the window defers it, as
+                        # markers always do, up to the request plus max_defer.
+                        pending.due = pending.deadline
+                        heapq.heappush(heap, (pending.due, lease_id))
+                        continue
+                    due.append(self._take_locked(lease_id, entry, forced=True, grace=True))
+                    continue
+                due.append(self._take_locked(lease_id, entry, forced=marked))
         return due
 
-    def _take_locked(self, lease_id: int, entry: _Entry, *, forced: bool) -> DuePreemption:
+    def _take_locked(
+        self, lease_id: int, entry: _Entry, *, forced: bool, grace: bool = False
+    ) -> DuePreemption:
         pending = entry.pending
         assert pending is not None
         reasons = _reasons_of(entry)
         self._take_out_locked(lease_id)
         return DuePreemption(
-            lease_id, pending.cause, pending.requested_at, pending.deadline, forced, reasons
+            lease_id,
+            pending.cause,
+            pending.requested_at,
+            pending.due,
+            forced,
+            reasons,
+            grace_expired=grace,
         )
 
     # -- victim choice ---------------------------------------------------------------

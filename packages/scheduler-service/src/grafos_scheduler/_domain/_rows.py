@@ -42,6 +42,16 @@ class LeaseRow:
     hold_expires_at: float | None = None
     hold_expires_wall: float | None = None
 
+    #: The grace window asked for at acquire (0: none), in seconds.
+    grace: float = 0.0
+    #: The wall time of the last completed checkpoint the scheduler knows of (None:
+    #: none since the grant); written with renewals, so it survives a restart.
+    checkpoint_wall: float | None = None
+    #: Once ended: the work done since the last completed checkpoint. Records are None
+    #: when nobody reported them (a forced end, an expiry, a plain release).
+    work_lost_records: int | None = None
+    work_lost_seconds: float | None = None
+
     @property
     def held(self) -> bool:
         return self.hold_reason is not None
@@ -72,3 +82,4 @@ class TicketRow:
     requested_at: float
     requested_wall: float
     position: int = 0
+    grace: float = 0.0

@@ -63,6 +63,9 @@ class ReadModel:
             ended_at=ended_at,
             end_cause=row.end_cause,
             hold=hold,
+            grace=row.grace,
+            work_lost_records=row.work_lost_records,
+            work_lost_seconds=row.work_lost_seconds,
         )
 
     def lease_as_of(self, row: LeaseRow, now: float) -> Lease:
@@ -89,6 +92,7 @@ class ReadModel:
             slots=row.slots,
             ttl=row.ttl,
             requested_at=row.requested_at,
+            grace=row.grace,
         )
 
     def page(

@@ -114,16 +114,27 @@ def restore_pending(
     ``hold`` (a change of leader): each waits for its original deadline, or for its
     holder's next renewal to report no flush in flight, as the markers it had are
     still held by live workers; otherwise each is carried out on the first tick.
+    A lease with a grace window keeps what is left of it (the request plus the grace),
+    and its bound stays the request plus ``max_defer``.
     """
     for row in rows:
         if row.preempt_cause is None:
             continue
         assert row.preempt_requested_wall is not None
         assert row.preempt_deadline_wall is not None
+        requested_at = now - (wall - row.preempt_requested_wall)
+        latest = now + manager.max_defer
+        grace_deadline = None
+        if row.grace:
+            deadline = min(requested_at + manager.max_defer, latest)
+            grace_deadline = min(requested_at + row.grace, deadline)
+        else:
+            deadline = now + min(row.preempt_deadline_wall - wall, manager.max_defer)
         manager.restore_pending(
             row.lease_id,
             row.preempt_cause,
-            now - (wall - row.preempt_requested_wall),
-            now + min(row.preempt_deadline_wall - wall, manager.max_defer),
+            requested_at,
+            deadline,
+            grace_deadline,
             ready=not hold,
         )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from .._domain import _audit_entries as entries
-from .._domain._audit import AuditLog, AuditRecord, chain
+from .._domain._audit import AuditKind, AuditLog, AuditRecord, chain
 from .._domain._change import Change
 from .._domain._clock import Clock, as_clock
 from .._domain._errors import (
@@ -39,15 +39,19 @@ from .._domain._lease import Lease, LeaseState, Ticket
 from .._domain._lease_book import LeaseBook
 from .._domain._limits import (
     MAX_BATCH_RENEWALS,
+    MAX_WORK_LOST_SECONDS,
     check_cause,
     check_count,
     check_hold_reason,
     check_hold_seconds,
+    check_grace,
     check_name,
     check_priority,
+    check_seconds,
     check_slots,
     check_token,
     check_ttl,
+    check_work_lost,
 )
 from .._domain._observer import PreemptionFlushObserver
 from .._domain._preemption import (
@@ -61,7 +65,9 @@ from .._domain._preemption import (
 from .._domain._renewal import Renewal
 from .._domain._rows import LeaseRow, TicketRow
 from .._domain._ticket_wait import TicketWait
+from .._domain._work_lost import WorkLost
 from .._scheduler._executor import Executor
+from .._scheduler._lease_events import LeaseEvent, LeaseEventKind, LeaseEventLog
 from .._scheduler._read_model import MAX_LEASE_PAGE, ReadModel
 from .._scheduler._recovery import plan_restart, restore_pending
 from .._scheduler._ticket_waits import explain_waits
@@ -92,6 +98,15 @@ def _check_holder(holder: str | None) -> None:
         check_name(holder, "holder")
 
 
+_CheckedRenewal = tuple[int, int, frozenset[NonPreemptibleReason] | None, float | None]
+
+
+def _check_age(age: object) -> float | None:
+    if age is None:
+        return None
+    return check_seconds(age, "checkpoint_age", allow_zero=True, most=MAX_WORK_LOST_SECONDS)
+
+
 class Scheduler:
     """Leases a fixed capacity of slots, with fencing tokens, preemption and an audit log.
 
@@ -120,6 +135,7 @@ class Scheduler:
         autostart: bool = True,
         checkpoint_interval: float = 5.0,
         leader_change: bool = False,
+        max_grace: float | None = None,
     ) -> None:
         self.capacity: int = check_count(capacity, "capacity", 1)
         if isinstance(checkpoint_interval, bool) or not 0 < checkpoint_interval <= 3600:
@@ -134,6 +150,14 @@ class Scheduler:
         # deadlines (the holders' markers are alive and come back with their renewals).
         self._leader_change = bool(leader_change)
         self._clock: Clock = as_clock(clock)
+        max_defer = check_seconds(max_defer, "max_defer", allow_zero=True)
+        #: The longest grace window an acquire may ask for (never above max_defer,
+        #: which bounds every preemption from its request).
+        self.max_grace: float = (
+            max_defer
+            if max_grace is None
+            else check_seconds(max_grace, "max_grace", allow_zero=True)
+        )
         #: The manager tracking ACTIVE leases and their non-preemptible markers
         #: (``mark_non_preemptible``, ``clear_non_preemptible``, ``reasons``). Its
         #: ``request_preemption`` is bound to this scheduler's, so a request made on
@@ -147,6 +171,14 @@ class Scheduler:
         epoch = secrets.token_hex(8)
         self._book = LeaseBook(self.capacity, epoch, self.manager)
         self._read = ReadModel(store, self._clock, epoch)
+        #: Preemption requests and ends, for watchers (``GET /v1/watch``); an event
+        #: enters it only once its change is durable.
+        self.events = LeaseEventLog(epoch)
+        # Events of changes written but maybe not durable yet, numbered in write
+        # order; _publish moves them to the log once a durability check covers them.
+        self._unpublished: deque[tuple[int, list[LeaseEvent]]] = deque()
+        self._written = 0
+        self._publishing = threading.Lock()
         self._lock = threading.RLock()
         self._depth = threading.local()  # how deep this thread is in _decide blocks
         self._closed = False
@@ -188,19 +220,36 @@ class Scheduler:
 
     def _wait_durable(self) -> None:
         store = self._store
-        if store.durable:
+        written = self._written  # before the check: those writes are covered by it
+        if not store.durable:
+            try:
+                store.wait_durable()
+            except StoreFailed as exc:
+                self._failed = exc
+                self.manager.wake.set()
+                raise
+        self._publish(written)
+
+    def _publish(self, written: int) -> None:
+        """Give watchers the events of the changes up to ``written``, now durable."""
+        if not self._unpublished:
             return
-        try:
-            store.wait_durable()
-        except StoreFailed as exc:
-            self._failed = exc
-            self.manager.wake.set()
-            raise
+        with self._publishing:  # one publisher at a time keeps the log in write order
+            events: list[LeaseEvent] = []
+            pending = self._unpublished
+            while pending and pending[0][0] <= written:
+                events.extend(pending.popleft()[1])
+            if events:
+                self.events.append(events)
 
     @property
     def durable(self) -> bool:
         """True when nothing this scheduler wrote is still waiting for its fsync."""
-        return self._store.durable
+        written = self._written
+        if not self._store.durable:
+            return False
+        self._publish(written)
+        return True
 
     def wait_durable(self) -> None:
         """Return once everything written so far is durable; :class:`StoreFailed` if
@@ -222,9 +271,85 @@ class Scheduler:
         for row in change.updated_leases:
             if row.state is not LeaseState.ACTIVE:
                 self._ended(row)
+        if change.audit:
+            self._queue_events(self._events_of(change))
+
+    def _queue_events(self, events: list[LeaseEvent]) -> None:
+        # Under the lock, after the write: published once it is durable (no watcher
+        # hears of a change a crash could still undo).
+        if events:
+            self._unpublished.append((self._written + 1, events))
+            self._written += 1
+
+    def _events_of(self, change: Change) -> list[LeaseEvent]:
+        """The watch events of a committed change: requests that left the lease
+        ACTIVE (pending), and ends (with the audit kind that ended them)."""
+        kinds: dict[int, list[str]] = {}
+        for record in change.audit:
+            if record.lease_id is not None:
+                kinds.setdefault(record.lease_id, []).append(record.kind)
+        now = self._clock.monotonic()
+        events: list[LeaseEvent] = []
+        for row in change.updated_leases:
+            found = kinds.get(row.lease_id)
+            if not found:
+                continue
+            if row.state is not LeaseState.ACTIVE:
+                events.append(
+                    LeaseEvent(
+                        kind=LeaseEventKind.LEASE_ENDED,
+                        lease_id=row.lease_id,
+                        job=row.job,
+                        holder=row.holder,
+                        state=row.state,
+                        at=now,
+                        cause=row.preempt_cause,
+                        grace=row.grace,
+                        outcome=found[-1],
+                        work_lost_records=row.work_lost_records,
+                        work_lost_seconds=row.work_lost_seconds,
+                    )
+                )
+            elif AuditKind.PREEMPTION_REQUESTED.value in found:
+                events.append(self._requested_event(row, now))
+        return events
+
+    def _requested_event(self, row: LeaseRow, now: float) -> LeaseEvent:
+        pending = self.manager.pending(row.lease_id)
+        return LeaseEvent(
+            kind=LeaseEventKind.PREEMPTION_REQUESTED,
+            lease_id=row.lease_id,
+            job=row.job,
+            holder=row.holder,
+            state=row.state,
+            at=now,
+            cause=row.preempt_cause,
+            deadline=None if pending is None else pending.deadline,
+            grace=row.grace,
+        )
+
+    def _work_lost(
+        self,
+        row: LeaseRow,
+        now: float,
+        wall: float,
+        records: int | None = None,
+        seconds: float | None = None,
+    ) -> WorkLost:
+        """What ending ``row`` now loses: as the holder reported it, or the seconds
+        since the last completed checkpoint known (the grant if none)."""
+        if seconds is not None:
+            return WorkLost(records, seconds)
+        flushed = self.manager.last_checkpoint(row.lease_id)
+        if flushed is not None:
+            return WorkLost.since(flushed, now, records)
+        if row.checkpoint_wall is not None:
+            return WorkLost.since(row.checkpoint_wall, wall, records)
+        return WorkLost.since(row.granted_at, now, records)
 
     def _checkpoint_locked(self) -> int:
-        """Write the expiries renewals left only in memory; not audited."""
+        """Write the expiries (and checkpoint times) renewals left only in memory;
+        not audited."""
         self._next_checkpoint = self._clock.monotonic() + self.checkpoint_interval
         renewed, self._renewed = self._renewed, set()
         active = self._book.active
@@ -258,7 +383,7 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Reload state, expire what lapsed while down, and record the (re)start."""
+        """Reload state, give every ACTIVE lease a fresh TTL, record the (re)start."""
         now, wall = self._now()
         restart = plan_restart(
             self._store,
@@ -274,6 +399,10 @@ class Scheduler:
             self._book.restore_ticket(ticket)
         kept = [r for r in restart.change.updated_leases if r.state is LeaseState.ACTIVE]
         restore_pending(self.manager, kept, now=now, wall=wall, hold=self._leader_change)
+        # Watchers learn of the restored requests (a new process: their cursors reset).
+        self._queue_events(
+            [self._requested_event(r, now) for r in kept if r.preempt_cause is not None]
+        )
         self._grant_tickets_locked()
 
     def start(self) -> None:
@@ -298,6 +427,7 @@ class Scheduler:
         try:
             if self._failed is None:
                 self._store.wait_durable()
+                self._publish(self._written)  # nothing is written after _closed
         except StoreFailed:
             _log.exception("the last commits could not be made durable")
         finally:
@@ -425,7 +555,14 @@ class Scheduler:
     # -- state changes (each one Change, one transaction) -----------------------------
 
     def _grant_locked(
-        self, job: str, holder: str, priority: int, slots: int, ttl: float, ticket_id: int | None
+        self,
+        job: str,
+        holder: str,
+        priority: int,
+        slots: int,
+        ttl: float,
+        ticket_id: int | None,
+        grace: float = 0.0,
     ) -> Lease:
         now, wall = self._now()
         change, row = self._book.grant(
@@ -439,6 +576,7 @@ class Scheduler:
             last_token=self._store.fencing_token(job),
             now=now,
             wall=wall,
+            grace=grace,
         )
         self._commit(change)
         return self._read.lease(row)
@@ -459,7 +597,7 @@ class Scheduler:
         granted: dict[int, Lease] = {}
         while (t := self._book.head_ticket()) is not None and t.slots <= self._book.free:
             granted[t.ticket_id] = self._grant_locked(
-                t.job, t.holder, t.priority, t.slots, t.ttl, t.ticket_id
+                t.job, t.holder, t.priority, t.slots, t.ttl, t.ticket_id, t.grace
             )
         return granted
 
@@ -476,8 +614,10 @@ class Scheduler:
         expired = False
         while (row := self._book.due_expiry(now)) is not None:
             # The heap entry goes only once the expiry committed: a failed write
-            # leaves it in place, and the next call tries again.
-            self._commit(self._book.expire(row, wall))
+            # leaves it in place, and the next call tries again. The work is lost
+            # at the expiry, not when the executor got to it.
+            lost = self._work_lost(row, row.expires_at, wall - (now - row.expires_at))
+            self._commit(self._book.expire(row, wall, lost))
             expired = True
         if expired:
             self._follow_up_locked()
@@ -487,8 +627,16 @@ class Scheduler:
         if row is None:
             self.manager.untrack(due.lease_id)
             return
-        _, wall = self._now()
-        change = self._book.preempt_due(row, due.cause, due.reasons, forced=due.forced, wall=wall)
+        now, wall = self._now()
+        change = self._book.preempt_due(
+            row,
+            due.cause,
+            due.reasons,
+            forced=due.forced,
+            wall=wall,
+            lost=self._work_lost(row, now, wall),
+            grace_expired=due.grace_expired,
+        )
         try:
             self._commit(change)
         except BaseException:
@@ -523,9 +671,10 @@ class Scheduler:
         already = row.preempt_cause is not None
         decision = self.manager.decide_preemption(row.lease_id, cause)
         if decision.outcome is PreemptionOutcome.PREEMPTED:
-            _, wall = self._now()
+            now, wall = self._now()
+            lost = self._work_lost(row, now, wall)
             try:
-                self._commit(self._book.preempt_now(row, decision.cause, wall))
+                self._commit(self._book.preempt_now(row, decision.cause, wall, lost))
             except BaseException:
                 self._retrack(row)
                 raise
@@ -577,10 +726,21 @@ class Scheduler:
     # -- public operations -----------------------------------------------------------
 
     def acquire(
-        self, job: str, holder: str, priority: int, slots: int, ttl: float, *, wait: bool = True
+        self,
+        job: str,
+        holder: str,
+        priority: int,
+        slots: int,
+        ttl: float,
+        *,
+        grace: float = 0.0,
+        wait: bool = True,
     ) -> Lease | Ticket:
         """Grant a lease now, or queue a Ticket and start preempting lower priorities.
 
+        ``grace`` (seconds, at most :attr:`max_grace` and ``max_defer``): a request
+        to preempt the lease waits that long for the holder to checkpoint and
+        release (a cooperative preemption) before it is forced. 0 preempts at once.
         Raises CapacityExceeded when ``slots`` exceeds the whole capacity,
         JobAlreadyLeased when the job holds an ACTIVE lease or a pending ticket, and
         InvalidRequest for bad arguments. A queued request that can be served at once
@@ -593,6 +753,7 @@ class Scheduler:
         check_priority(priority)
         check_slots(slots)
         ttl = check_ttl(ttl)
+        grace = self.check_grace(grace)
         if slots > self.capacity:
             raise CapacityExceeded(slots, self.capacity)
         with self._decide(wait=wait):
@@ -606,7 +767,7 @@ class Scheduler:
             if waiting is not None:
                 raise JobAlreadyLeased(job, waiting, pending=True)
             if not book.queue_ahead(priority) and slots <= book.free:
-                return self._grant_locked(job, holder, priority, slots, ttl, None)
+                return self._grant_locked(job, holder, priority, slots, ttl, None, grace)
             now, wall = self._now()
             change, ticket = book.queue(
                 ticket_id=self._fresh_id(),
@@ -617,6 +778,7 @@ class Scheduler:
                 ttl=ttl,
                 now=now,
                 wall=wall,
+                grace=grace,
             )
             self._commit(change)
             # The ticket is committed: a failure to preempt for it is the executor's.
@@ -628,6 +790,10 @@ class Scheduler:
                 result = self._read.lease(book.active[lease_id])
         self.manager.wake.set()  # callbacks of immediate preemptions are the executor's
         return result
+
+    def check_grace(self, grace: object) -> float:
+        """``grace`` if an acquire may ask for it; InvalidRequest naming the bounds."""
+        return check_grace(grace, max_grace=self.max_grace, max_defer=self.manager.max_defer)
 
     def poll(self, ticket_id: int, *, holder: str | None = None) -> Lease | Ticket:
         """The ticket while it waits, or the Lease it became; UnknownTicket otherwise.
@@ -683,6 +849,7 @@ class Scheduler:
         fencing_token: int,
         reported: frozenset[NonPreemptibleReason] | None,
         holder: str | None,
+        checkpoint_age: float | None = None,
     ) -> Lease:
         self._check_open()
         row = self._active_row(lease_id, holder)
@@ -692,14 +859,23 @@ class Scheduler:
             raise LeaseExpired(lease_id, row.expires_at)
         if fencing_token != row.fencing_token:
             raise FencingTokenMismatch(lease_id, row.fencing_token, fencing_token)
-        change = self._book.renew(row, now, wall)
+        # The last checkpoint known, kept with the renewal so a restart keeps it.
+        flushed = self.manager.last_checkpoint(lease_id)
+        if checkpoint_age is not None:
+            reported_at = max(now - checkpoint_age, row.granted_at)
+            flushed = reported_at if flushed is None else max(flushed, reported_at)
+        checkpoint_wall = None if flushed is None else wall - (now - flushed)
+        change = self._book.renew(row, now, wall, checkpoint_wall)
         # In memory only, as etcd keeps its keepalives: nothing durable per renewal.
-        # The executor checkpoints the new expiries, and a restart gives every ACTIVE
-        # lease a fresh TTL, so no holder told "renewed" loses its lease early.
+        # The executor checkpoints the new expiries (and checkpoint times), and a
+        # restart gives every ACTIVE lease a fresh TTL, so no holder told "renewed"
+        # loses its lease early.
         self._book.apply(change)
         self._renewed.add(lease_id)
         if reported is not None:
             self.manager.report_reasons(lease_id, reported)
+        if checkpoint_age is not None and flushed is not None:
+            self.manager.note_checkpoint(lease_id, flushed)
         return self._read.lease(change.updated_leases[0])
 
     def renew(
@@ -709,11 +885,14 @@ class Scheduler:
         reasons: Iterable[NonPreemptibleReason] | None = None,
         *,
         holder: str | None = None,
+        checkpoint_age: float | None = None,
     ) -> Lease:
         """Extend an ACTIVE, unexpired lease whose token matches, by its TTL.
 
         ``reasons`` is a remote worker's in-flight markers; it replaces the previous
         report and defers preemption like a local marker. It never stops expiry.
+        ``checkpoint_age`` is a remote worker's seconds since its last completed
+        checkpoint: the scheduler counts the work a forced end loses from it.
         Raises LeaseExpired, LeaseNotActive, FencingTokenMismatch or UnknownLease,
         and NotLeaseHolder if ``holder`` is given and is not the lease's.
         Renewals live in memory: they are checkpointed every
@@ -723,8 +902,9 @@ class Scheduler:
         check_token(fencing_token)
         reported = _check_reasons(reasons)
         _check_holder(holder)
+        age = _check_age(checkpoint_age)
         with self._decide():
-            return self._renew_locked(lease_id, fencing_token, reported, holder)
+            return self._renew_locked(lease_id, fencing_token, reported, holder, age)
 
     def renew_lease(
         self,
@@ -733,6 +913,7 @@ class Scheduler:
         *,
         reasons: Iterable[NonPreemptibleReason] | None = None,
         holder: str | None = None,
+        checkpoint_age: float | None = None,
         wait: bool = True,
     ) -> Renewal:
         """:meth:`renew`, and the lease's pending preemption, read under one lock.
@@ -749,18 +930,23 @@ class Scheduler:
         check_token(fencing_token)
         reported = _check_reasons(reasons)
         _check_holder(holder)
+        age = _check_age(checkpoint_age)
         with self._decide(wait=wait):
-            lease = self._renew_locked(lease_id, fencing_token, reported, holder)
+            lease = self._renew_locked(lease_id, fencing_token, reported, holder, age)
             return Renewal(lease, self.manager.pending(lease_id))
 
     def renew_many(
         self,
-        renewals: Sequence[tuple[int, int, Iterable[NonPreemptibleReason] | None]],
+        renewals: Sequence[
+            tuple[int, int, Iterable[NonPreemptibleReason] | None]
+            | tuple[int, int, Iterable[NonPreemptibleReason] | None, float | None]
+        ],
         *,
         holder: str | None = None,
         wait: bool = True,
     ) -> list[Renewal | SchedulerError]:
-        """Renew many leases under one lock: ``(lease_id, fencing_token, reasons)`` each.
+        """Renew many leases under one lock: ``(lease_id, fencing_token, reasons)`` each,
+        or ``(lease_id, fencing_token, reasons, checkpoint_age)``.
 
         Returns one result per entry, in order: the :class:`Renewal`, or the
         :class:`SchedulerError` that entry alone raised (exactly what :meth:`renew_lease`
@@ -776,17 +962,24 @@ class Scheduler:
                 f"a batch renewal takes 1 to {MAX_BATCH_RENEWALS} leases, not {len(renewals)}"
             )
         _check_holder(holder)
-        checked: list[tuple[int, int, frozenset[NonPreemptibleReason] | None] | SchedulerError]
-        checked = []
+        checked: list[_CheckedRenewal | SchedulerError] = []
         for entry in renewals:
             try:
-                lease_id, token, reasons = entry
-                checked.append((check_id(lease_id), check_token(token), _check_reasons(reasons)))
+                lease_id, token, reasons, *rest = entry
+                if len(rest) > 1:
+                    raise ValueError(entry)
+                age = _check_age(rest[0] if rest else None)
+                checked.append(
+                    (check_id(lease_id), check_token(token), _check_reasons(reasons), age)
+                )
             except SchedulerError as exc:
                 checked.append(exc)
             except (TypeError, ValueError):
                 checked.append(
-                    InvalidRequest(f"entry {entry!r} is not (lease_id, fencing_token, reasons)")
+                    InvalidRequest(
+                        f"entry {entry!r} is not (lease_id, fencing_token, reasons"
+                        "[, checkpoint_age])"
+                    )
                 )
         results: list[Renewal | SchedulerError] = []
         with self._decide(wait=wait):
@@ -796,9 +989,9 @@ class Scheduler:
                 if isinstance(item, SchedulerError):
                     results.append(item)
                     continue
-                lease_id, token, reported = item
+                lease_id, token, reported, age = item
                 try:
-                    lease = self._renew_locked(lease_id, token, reported, holder)
+                    lease = self._renew_locked(lease_id, token, reported, holder, age)
                 except SchedulerError as exc:
                     if isinstance(exc, StoreFailed):
                         raise
@@ -807,21 +1000,40 @@ class Scheduler:
                     results.append(Renewal(lease, manager.pending(lease_id)))
         return results
 
-    def release(self, lease_id: int, *, holder: str | None = None, wait: bool = True) -> Lease:
+    def release(
+        self,
+        lease_id: int,
+        *,
+        holder: str | None = None,
+        work_lost_records: int | None = None,
+        work_lost_seconds: float | None = None,
+        wait: bool = True,
+    ) -> Lease:
         """End a lease as RELEASED and free its slots (queued tickets may be granted).
 
+        ``work_lost_records`` and ``work_lost_seconds`` are the holder's account of the
+        work done since its last completed checkpoint (0 after a final checkpoint);
+        unreported seconds are counted from the last checkpoint the scheduler knows,
+        unreported records stay None. A lease with a grace window whose preemption
+        is pending ends PREEMPTED instead, audited as ``preemption_cooperative``.
         With ``holder``, a lease of another holder raises :class:`NotLeaseHolder`.
         ``wait=False``: the caller waits for :attr:`durable` before it answers.
         """
         check_id(lease_id)
         _check_holder(holder)
+        records, seconds = check_work_lost(work_lost_records, work_lost_seconds)
         with self._decide(wait=wait):
             self._check_open()
             self._lease_row(lease_id, holder)
             self._expire_due_locked()
             row = self._active_row(lease_id)
-            _, wall = self._now()
-            lease = self._end_locked(self._book.release(row, wall))
+            now, wall = self._now()
+            lost = self._work_lost(row, now, wall, records, seconds)
+            if row.grace and self.manager.pending(lease_id) is not None:
+                change = self._book.release_cooperatively(row, wall, lost)
+            else:
+                change = self._book.release(row, wall, lost)
+            lease = self._end_locked(change)
             self._follow_up_locked()
             return lease
 
@@ -832,8 +1044,8 @@ class Scheduler:
             self._check_open()
             self._expire_due_locked()
             row = self._active_row(lease_id)
-            _, wall = self._now()
-            lease = self._end_locked(self._book.fence(row, wall))
+            now, wall = self._now()
+            lease = self._end_locked(self._book.fence(row, wall, self._work_lost(row, now, wall)))
             self._follow_up_locked()
             return lease
 

@@ -57,7 +57,11 @@ CREATE TABLE IF NOT EXISTS leases (
     hold_reason TEXT,
     hold_set_wall REAL,
     hold_expires_at REAL,
-    hold_expires_wall REAL
+    hold_expires_wall REAL,
+    grace REAL NOT NULL DEFAULT 0,
+    checkpoint_wall REAL,
+    work_lost_records INTEGER,
+    work_lost_seconds REAL
 );
 CREATE INDEX IF NOT EXISTS leases_by_state ON leases (state);
 -- Keyset pages of the lease list in grant order: all, by state, by holder.
@@ -80,7 +84,8 @@ CREATE TABLE IF NOT EXISTS tickets (
     ttl REAL NOT NULL,
     epoch TEXT NOT NULL,
     requested_at REAL NOT NULL,
-    requested_wall REAL NOT NULL
+    requested_wall REAL NOT NULL,
+    grace REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
@@ -98,19 +103,27 @@ _LEASE_COLUMNS = (
     "lease_id, ticket_id, job, holder, priority, slots, ttl, fencing_token, state, epoch, "
     "granted_at, expires_at, granted_wall, expires_wall, ended_wall, preempt_cause, "
     "preempt_requested_wall, preempt_deadline_wall, end_cause, hold_reason, hold_set_wall, "
-    "hold_expires_at, hold_expires_wall"
+    "hold_expires_at, hold_expires_wall, grace, checkpoint_wall, work_lost_records, "
+    "work_lost_seconds"
 )
-# Columns added to ``leases`` after schema version 1 was first written: nullable, so
-# a writer adds them to an older file when it opens it (no version change).
-_ADDED_LEASE_COLUMNS = (
-    ("end_cause", "TEXT"),
-    ("hold_reason", "TEXT"),
-    ("hold_set_wall", "REAL"),
-    ("hold_expires_at", "REAL"),
-    ("hold_expires_wall", "REAL"),
+# Columns added after schema version 1 was first written, as (table, column, type):
+# nullable or with a default, so a writer adds them to an older file when it opens it
+# (no version change).
+_ADDED_COLUMNS = (
+    ("leases", "end_cause", "TEXT"),
+    ("leases", "hold_reason", "TEXT"),
+    ("leases", "hold_set_wall", "REAL"),
+    ("leases", "hold_expires_at", "REAL"),
+    ("leases", "hold_expires_wall", "REAL"),
+    ("leases", "grace", "REAL NOT NULL DEFAULT 0"),
+    ("leases", "checkpoint_wall", "REAL"),
+    ("leases", "work_lost_records", "INTEGER"),
+    ("leases", "work_lost_seconds", "REAL"),
+    ("tickets", "grace", "REAL NOT NULL DEFAULT 0"),
 )
 _TICKET_COLUMNS = (
-    "position, ticket_id, job, holder, priority, slots, ttl, epoch, requested_at, requested_wall"
+    "position, ticket_id, job, holder, priority, slots, ttl, epoch, requested_at, "
+    "requested_wall, grace"
 )
 _AUDIT_COLUMNS = "seq, time, kind, lease_id, job, data, prev_hash, hash"
 
@@ -121,7 +134,7 @@ def _sql(template: str) -> str:
         lease=_LEASE_COLUMNS,
         ticket=_TICKET_COLUMNS,
         audit=_AUDIT_COLUMNS,
-        lease_marks=", ".join("?" * 23),
+        lease_marks=", ".join("?" * 27),
     )
 
 
@@ -247,6 +260,10 @@ def _lease_params(row: LeaseRow) -> tuple[Any, ...]:
         row.hold_set_wall,
         row.hold_expires_at,
         row.hold_expires_wall,
+        row.grace,
+        row.checkpoint_wall,
+        row.work_lost_records,
+        row.work_lost_seconds,
     )
 
 
@@ -275,6 +292,10 @@ def _lease_row(r: tuple[Any, ...]) -> LeaseRow:
         hold_set_wall=r[20],
         hold_expires_at=r[21],
         hold_expires_wall=r[22],
+        grace=r[23],
+        checkpoint_wall=r[24],
+        work_lost_records=r[25],
+        work_lost_seconds=r[26],
     )
 
 
@@ -290,6 +311,7 @@ def _ticket_row(r: tuple[Any, ...]) -> TicketRow:
         epoch=r[7],
         requested_at=r[8],
         requested_wall=r[9],
+        grace=r[10],
     )
 
 
@@ -313,13 +335,20 @@ def _canonical_data(data: Mapping[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def _lacking_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """The added columns a file written before them lacks."""
+    present = {
+        table: {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+        for table in {t for t, _, _ in _ADDED_COLUMNS}
+    }
+    return [c for c in _ADDED_COLUMNS if c[1] not in present[c[0]]]
+
+
 def _add_columns(conn: sqlite3.Connection) -> None:
-    """Add the lease columns a file written before them lacks."""
-    present = {str(r[1]) for r in conn.execute("PRAGMA table_info(leases)")}
-    for name, kind in _ADDED_LEASE_COLUMNS:
-        if name not in present:
-            # Names and types are module constants, never a caller's value.
-            conn.execute(f"ALTER TABLE leases ADD COLUMN {name} {kind}")
+    """Add the columns a file written before them lacks."""
+    for table, name, kind in _lacking_columns(conn):
+        # Names and types are module constants, never a caller's value.
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 class _SqliteTransaction:
@@ -365,7 +394,8 @@ class _SqliteTransaction:
             "ttl = ?, fencing_token = ?, state = ?, epoch = ?, granted_at = ?, expires_at = ?, "
             "granted_wall = ?, expires_wall = ?, ended_wall = ?, preempt_cause = ?, "
             "preempt_requested_wall = ?, preempt_deadline_wall = ?, end_cause = ?, "
-            "hold_reason = ?, hold_set_wall = ?, hold_expires_at = ?, hold_expires_wall = ? "
+            "hold_reason = ?, hold_set_wall = ?, hold_expires_at = ?, hold_expires_wall = ?, "
+            "grace = ?, checkpoint_wall = ?, work_lost_records = ?, work_lost_seconds = ? "
             "WHERE lease_id = ? AND state = 'active'",
             (*params[1:], params[0]),
         )
@@ -375,7 +405,7 @@ class _SqliteTransaction:
     def insert_ticket(self, row: TicketRow) -> None:
         self._c().execute(
             "INSERT INTO tickets (position, ticket_id, job, holder, priority, slots, ttl, "
-            "epoch, requested_at, requested_wall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "epoch, requested_at, requested_wall, grace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.position,
                 id_hex(row.ticket_id),
@@ -387,6 +417,7 @@ class _SqliteTransaction:
                 row.epoch,
                 row.requested_at,
                 row.requested_wall,
+                row.grace,
             ),
         )
 
@@ -587,12 +618,16 @@ class SqliteStore:
             raise SchedulerError(
                 f"store {self._path!r} has schema version {version!r}, expected {SCHEMA_VERSION}"
             )
-        present = {str(r[1]) for r in conn.execute("PRAGMA table_info(leases)")}
-        lacking = [name for name, _ in _ADDED_LEASE_COLUMNS if name not in present]
+        lacking = _lacking_columns(conn)
         if lacking:
             # A reader must not write; a writer (serve) adds them when it opens the file.
+            parts = [
+                f"the {kind} columns " + ", ".join(n for t, n, _ in lacking if t == table)
+                for table, kind in (("leases", "lease"), ("tickets", "ticket"))
+                if any(t == table for t, _, _ in lacking)
+            ]
             raise SchedulerError(
-                f"store {self._path!r} lacks the lease columns {', '.join(lacking)}: start "
+                f"store {self._path!r} lacks {' and '.join(parts)}: start "
                 "the scheduler on it once (grafos-scheduler serve) to add them"
             )
 
