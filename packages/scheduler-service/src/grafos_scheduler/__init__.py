@@ -39,6 +39,10 @@ from ._domain._lease import Hold as Hold
 from ._domain._lease import Lease as Lease
 from ._domain._lease import LeaseState as LeaseState
 from ._domain._lease import Ticket as Ticket
+from ._domain._lease_events import EventBatch as EventBatch
+from ._domain._lease_events import LeaseEvent as LeaseEvent
+from ._domain._lease_events import LeaseEventKind as LeaseEventKind
+from ._domain._lease_events import LeaseEventLog as LeaseEventLog
 from ._domain._observer import PreemptionFlushObserver as PreemptionFlushObserver
 from ._domain._preemption import DuePreemption as DuePreemption
 from ._domain._preemption import NonPreemptibleReason as NonPreemptibleReason
@@ -63,10 +67,6 @@ from ._remote._client import SchedulerClient as SchedulerClient
 from ._remote._client import ServiceError as ServiceError
 from ._remote._client import ServiceUnavailable as ServiceUnavailable
 from ._remote._client import TokenConflict as TokenConflict
-from ._scheduler._lease_events import EventBatch as EventBatch
-from ._scheduler._lease_events import LeaseEvent as LeaseEvent
-from ._scheduler._lease_events import LeaseEventKind as LeaseEventKind
-from ._scheduler._lease_events import LeaseEventLog as LeaseEventLog
 from ._service._auth import Principal as Principal
 from ._service._auth import TokenConfig as TokenConfig
 from ._service._auth import TokenConfigError as TokenConfigError

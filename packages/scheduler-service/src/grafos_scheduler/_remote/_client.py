@@ -28,6 +28,7 @@ from .._wire._models import (
     RenewResult,
     TicketList,
     TicketView,
+    WatchAnswer,
     format_id,
 )
 
@@ -106,8 +107,24 @@ def _entry_error(item: dict[str, Any]) -> ServiceError:
     return kind(status, str(item.get("error")), str(item.get("message")), item.get("field"))
 
 
-#: One renewal of a batch: (lease id, fencing token, in-flight reasons).
-RenewalEntry = tuple[int | str, int, Iterable[str]]
+#: One renewal of a batch: (lease id, fencing token, in-flight reasons), and
+#: optionally the seconds since the last completed checkpoint.
+RenewalEntry = (
+    tuple[int | str, int, Iterable[str]] | tuple[int | str, int, Iterable[str], float | None]
+)
+
+
+def _renewal_body(entry: RenewalEntry) -> dict[str, Any]:
+    lease_id, token, reasons, *rest = entry
+    body: dict[str, Any] = {
+        "lease_id": _id(lease_id),
+        "fencing_token": token,
+        "reasons": sorted(set(reasons)),
+    }
+    if rest and rest[0] is not None:
+        body["checkpoint_age"] = rest[0]
+    return body
+
 
 _UNSET: Any = object()
 _MAX_BATCH = 1000
@@ -249,9 +266,17 @@ class SchedulerClient:
         except httpx.HTTPError:
             return False
 
-    def acquire(self, job: str, *, slots: int, ttl: float, priority: int = 0) -> AcquireResult:
-        """Ask for a lease: ``status`` "granted" (with ``lease``) or "pending" (``ticket``)."""
-        body = {"job": job, "slots": slots, "ttl": ttl, "priority": priority}
+    def acquire(
+        self, job: str, *, slots: int, ttl: float, priority: int = 0, grace: float = 0.0
+    ) -> AcquireResult:
+        """Ask for a lease: ``status`` "granted" (with ``lease``) or "pending" (``ticket``).
+
+        ``grace``: seconds a preemption of the lease waits for this holder to take a
+        final checkpoint and release (at most the server's max_grace; 400 above it).
+        """
+        body: dict[str, Any] = {"job": job, "slots": slots, "ttl": ttl, "priority": priority}
+        if grace:
+            body["grace"] = grace
         return self._call("POST", "/v1/leases", AcquireResult, json=body)
 
     def poll(self, ticket_id: int | str) -> AcquireResult:
@@ -273,6 +298,7 @@ class SchedulerClient:
         reasons: Iterable[str] = (),
         *,
         timeout: float | None = None,
+        checkpoint_age: float | None = None,
     ) -> RenewResult:
         """Extend a lease, reporting the in-flight reasons (replacing the last report).
 
@@ -281,9 +307,13 @@ class SchedulerClient:
         each, pays one request for all the renewals that are due together. It raises
         what a single renew of the lease would (``LeaseGone``, ``TokenConflict``, ...).
         ``timeout`` overrides the client's timeout for this call (the agent caps it at
-        the time left on the lease).
+        the time left on the lease). ``checkpoint_age`` is the seconds since the last
+        completed checkpoint: the server counts a forced end's work lost from it.
         """
-        return self._shared.renew((lease_id, fencing_token, tuple(reasons)), timeout)
+        entry: RenewalEntry = (lease_id, fencing_token, tuple(reasons))
+        if checkpoint_age is not None:
+            entry = (lease_id, fencing_token, tuple(reasons), checkpoint_age)
+        return self._shared.renew(entry, timeout)
 
     def renew_many(
         self, renewals: Sequence[RenewalEntry], *, timeout: float | None = None
@@ -293,14 +323,10 @@ class SchedulerClient:
         Returns one result per entry, in order: the :class:`RenewResult`, or the
         :class:`ServiceError` (``LeaseGone``, ``TokenConflict``, ...) that a single
         renew of that lease would have raised. Raises only if the request as a whole
-        fails (unreachable, 401, a batch of 0 or more than 1000).
+        fails (unreachable, 401, a batch of 0 or more than 1000). An entry may carry a
+        fourth item, its ``checkpoint_age`` (as :meth:`renew`).
         """
-        body = {
-            "leases": [
-                {"lease_id": _id(lease_id), "fencing_token": token, "reasons": sorted(set(r))}
-                for lease_id, token, r in renewals
-            ]
-        }
+        body = {"leases": [_renewal_body(entry) for entry in renewals]}
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         answer = self._call("POST", "/v1/renewals", dict[str, Any], json=body, **extra)
         results: list[RenewResult | ServiceError] = []
@@ -311,8 +337,39 @@ class SchedulerClient:
                 results.append(msgspec.convert(item, RenewResult))
         return results
 
-    def release(self, lease_id: int | str) -> LeaseView:
-        return self._call("POST", f"/v1/leases/{_id(lease_id)}/release", LeaseView)
+    def release(
+        self,
+        lease_id: int | str,
+        *,
+        work_lost_records: int | None = None,
+        work_lost_seconds: float | None = None,
+    ) -> LeaseView:
+        """Release a lease, optionally reporting the work done since the last completed
+        checkpoint (0 and 0 right after a final checkpoint). With neither, the body is
+        empty, as before: the server counts the seconds and leaves the records null."""
+        body: dict[str, Any] = {}
+        if work_lost_records is not None:
+            body["work_lost_records"] = work_lost_records
+        if work_lost_seconds is not None:
+            body["work_lost_seconds"] = work_lost_seconds
+        extra: dict[str, Any] = {"json": body} if body else {}
+        return self._call("POST", f"/v1/leases/{_id(lease_id)}/release", LeaseView, **extra)
+
+    def watch(self, cursor: str | None = None, *, timeout: float = 30.0) -> WatchAnswer:
+        """Wait up to ``timeout`` seconds (at most 60) for events on this principal's
+        leases (the admin's: all); pass the answer's ``cursor`` to the next call.
+
+        Answers at once when there are events, else with an empty list at the timeout.
+        Without a cursor (or with a stale one) the answer is the current state: every
+        pending preemption on the principal's leases, with ``reset`` true.
+        """
+        params: dict[str, Any] = {"timeout": timeout}
+        if cursor is not None:
+            params["cursor"] = cursor
+        # The HTTP timeout must outlast the server's wait.
+        return self._call(
+            "GET", "/v1/watch", WatchAnswer, params=params, timeout=float(timeout) + 10.0
+        )
 
     def get(self, lease_id: int | str) -> LeaseView:
         return self._call("GET", f"/v1/leases/{_id(lease_id)}", LeaseView)

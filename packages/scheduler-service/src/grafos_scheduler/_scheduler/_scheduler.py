@@ -67,7 +67,7 @@ from .._domain._rows import LeaseRow, TicketRow
 from .._domain._ticket_wait import TicketWait
 from .._domain._work_lost import WorkLost
 from .._scheduler._executor import Executor
-from .._scheduler._lease_events import LeaseEvent, LeaseEventKind, LeaseEventLog
+from .._domain._lease_events import LeaseEvent, LeaseEventKind, LeaseEventLog
 from .._scheduler._read_model import MAX_LEASE_PAGE, ReadModel
 from .._scheduler._recovery import plan_restart, restore_pending
 from .._scheduler._ticket_waits import explain_waits

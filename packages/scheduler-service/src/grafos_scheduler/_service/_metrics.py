@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .._scheduler._scheduler import Scheduler
 
-__all__ = ["PREEMPTION_KINDS", "SchedulerMetrics"]
+__all__ = ["END_KINDS", "PREEMPTION_KINDS", "SchedulerMetrics"]
 
 #: Audit kinds counted as preemption outcomes, and the label each one gets.
 PREEMPTION_KINDS = {
@@ -34,6 +34,17 @@ PREEMPTION_KINDS = {
     AuditKind.PREEMPTION_DEFERRED.value: "deferred",
     AuditKind.PREEMPTION_EXECUTED.value: "executed",
     AuditKind.PREEMPTION_FORCED.value: "forced",
+    AuditKind.PREEMPTION_COOPERATIVE.value: "cooperative",
+}
+
+#: Audit kinds that end a lease, and the outcome label of the work they lost.
+END_KINDS = {
+    AuditKind.RELEASE.value: "released",
+    AuditKind.EXPIRE.value: "expired",
+    AuditKind.FENCE.value: "fenced",
+    AuditKind.PREEMPTION_EXECUTED.value: "preempted",
+    AuditKind.PREEMPTION_FORCED.value: "forced",
+    AuditKind.PREEMPTION_COOPERATIVE.value: "cooperative",
 }
 
 
@@ -43,9 +54,12 @@ class _SchedulerCollector(Collector):
         self._lock = threading.Lock()
         self._audit_seq = 0
         self._outcomes: Counter[str] = Counter()
+        self._lost_seconds: Counter[str] = Counter()
+        self._lost_records: Counter[str] = Counter()
 
     def _tail_audit(self) -> None:
-        """Count preemption records appended since the last scrape."""
+        """Count preemption records, and the work each end lost, appended since the
+        last scrape (records before this version carry no work lost: skipped)."""
         with self._lock:
             while True:
                 batch = self._scheduler.audit.records(after_seq=self._audit_seq, limit=1000)
@@ -53,6 +67,14 @@ class _SchedulerCollector(Collector):
                     label = PREEMPTION_KINDS.get(record.kind)
                     if label is not None:
                         self._outcomes[label] += 1
+                    end = END_KINDS.get(record.kind)
+                    if end is not None:
+                        seconds = record.data.get("work_lost_seconds")
+                        records = record.data.get("work_lost_records")
+                        if isinstance(seconds, int | float):
+                            self._lost_seconds[end] += seconds
+                        if isinstance(records, int):
+                            self._lost_records[end] += records
                 if not batch:
                     break
                 self._audit_seq = batch[-1].seq
@@ -109,6 +131,23 @@ class _SchedulerCollector(Collector):
         for label in PREEMPTION_KINDS.values():
             outcomes.add_metric([label], self._outcomes.get(label, 0))
         yield outcomes
+
+        lost_seconds = CounterMetricFamily(
+            "grafos_work_lost_seconds",
+            "Work done since the last completed checkpoint when a lease ended, by outcome",
+            labels=["outcome"],
+        )
+        lost_records = CounterMetricFamily(
+            "grafos_work_lost_records",
+            "Records processed since the last completed checkpoint when a lease ended, "
+            "by outcome (only the records holders reported)",
+            labels=["outcome"],
+        )
+        for label in END_KINDS.values():
+            lost_seconds.add_metric([label], self._lost_seconds.get(label, 0.0))
+            lost_records.add_metric([label], self._lost_records.get(label, 0))
+        yield lost_seconds
+        yield lost_records
 
         yield CounterMetricFamily(
             "grafos_observer_misses",

@@ -41,11 +41,14 @@ from .._domain._limits import (
     MAX_PRIORITY,
     MAX_SLOTS,
     MAX_TTL,
+    MAX_WORK_LOST_RECORDS,
+    MAX_WORK_LOST_SECONDS,
     MIN_PRIORITY,
     NAME_PATTERN,
 )
 from .._domain._preemption import NonPreemptibleReason, PreemptionOutcome
 from .._domain._ticket_wait import WaitReason
+from .._domain._lease_events import LeaseEventKind
 
 __all__ = [
     "ID_PATTERN",
@@ -68,6 +71,7 @@ __all__ = [
     "PreemptRequest",
     "PreemptionDecisionView",
     "ReasonName",
+    "ReleaseRequest",
     "RenewRequest",
     "RenewResult",
     "RenewalEntry",
@@ -78,6 +82,9 @@ __all__ = [
     "TicketWaitView",
     "VictimView",
     "WaitReasonName",
+    "WatchAnswer",
+    "WatchEvent",
+    "WatchEventKind",
     "escape",
     "format_id",
     "parse_body",
@@ -97,6 +104,7 @@ LeaseStateName = Literal["active", "released", "expired", "fenced", "preempted"]
 ReasonName = Literal["checkpoint_in_progress", "operator_hold"]
 OutcomeName = Literal["preempted", "deferred", "not_tracked"]
 WaitReasonName = Literal["blocked_behind_head", "awaiting_preemptions", "insufficient_victims"]
+WatchEventKind = Literal["preemption_requested", "lease_ended"]
 LeaseIdStr = Annotated[str, Meta(pattern=ID_PATTERN, description="32 lowercase hex digits")]
 JobName = Annotated[str, Meta(pattern=NAME_PATTERN, min_length=1, max_length=MAX_NAME_LENGTH)]
 
@@ -107,6 +115,7 @@ def _check_literals() -> None:
         (ReasonName, NonPreemptibleReason),
         (OutcomeName, PreemptionOutcome),
         (WaitReasonName, WaitReason),
+        (WatchEventKind, LeaseEventKind),
     ):
         values = {m.value for m in enum_type}
         if set(get_args(literal)) != values:  # pragma: no cover - caught at import
@@ -163,14 +172,37 @@ class AcquireRequest:
     # Any positive ttl, as the issue states; a tiny one is simply expired at once.
     ttl: Annotated[float, Meta(gt=0, le=MAX_TTL, description="seconds")]
     priority: Annotated[int, Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = 0
+    # The server refuses a grace above its max_grace or max_defer (400 naming both).
+    grace: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=MAX_TTL,
+            description="seconds a preemption waits for a final checkpoint and release",
+        ),
+    ] = 0.0
 
 
 @attrs.frozen
 class RenewRequest:
-    """Extend a lease; ``reasons`` replaces the worker's previous in-flight report."""
+    """Extend a lease; ``reasons`` replaces the worker's previous in-flight report.
+
+    ``checkpoint_age``: seconds since the worker's last completed checkpoint, so that
+    the work a forced end loses is counted from it.
+    """
 
     fencing_token: Annotated[int, Meta(ge=1, le=INT64_MAX)]
     reasons: list[ReasonName] = attrs.field(factory=list)
+    checkpoint_age: Annotated[float, Meta(ge=0, le=MAX_WORK_LOST_SECONDS)] | None = None
+
+
+@attrs.frozen
+class ReleaseRequest:
+    """The holder's account of the work done since its last completed checkpoint
+    (0 and 0 after a final checkpoint). Optional: an empty body releases as well."""
+
+    work_lost_records: Annotated[int, Meta(ge=0, le=MAX_WORK_LOST_RECORDS)] | None = None
+    work_lost_seconds: Annotated[float, Meta(ge=0, le=MAX_WORK_LOST_SECONDS)] | None = None
 
 
 @attrs.frozen
@@ -180,6 +212,7 @@ class RenewalEntry:
     lease_id: LeaseIdStr
     fencing_token: Annotated[int, Meta(ge=1, le=INT64_MAX)]
     reasons: list[ReasonName] = attrs.field(factory=list)
+    checkpoint_age: Annotated[float, Meta(ge=0, le=MAX_WORK_LOST_SECONDS)] | None = None
 
 
 @attrs.frozen
@@ -222,6 +255,9 @@ class PendingPreemptionView:
     requested_at: str  # UTC ISO 8601
     deadline: str  # UTC ISO 8601
     deadline_in: float  # seconds from the answer; 0 when already due
+    # Set for a lease with a grace window: the window's end (request + grace).
+    grace_deadline: str | None = None
+    grace_deadline_in: float | None = None
 
 
 @attrs.frozen
@@ -252,6 +288,10 @@ class LeaseView:
     hold: HoldView | None = None  # the operator hold, while ACTIVE
     ended_at: str | None = None  # UTC ISO 8601, once ended
     end_cause: str | None = None  # why it ended, in words, once ended
+    grace: float = 0.0  # seconds a preemption waits for the holder's release
+    # Once ended: work done since the last completed checkpoint (records null: unknown).
+    work_lost_records: int | None = None
+    work_lost_seconds: float | None = None
 
 
 @attrs.frozen
@@ -303,6 +343,7 @@ class TicketView:
     requested_at: str  # UTC ISO 8601
     why: str | None = None  # why it waits, in words (in lists and polls)
     wait: TicketWaitView | None = None  # ... and in fields
+    grace: float = 0.0
 
 
 @attrs.frozen
@@ -358,6 +399,44 @@ class PreemptionDecisionView:
     reasons: list[ReasonName]
     deadline: str | None = None  # UTC ISO 8601, set when deferred
     deadline_in: float | None = None
+
+
+@attrs.frozen
+class WatchEvent:
+    """Something a holder must act on, or learn of, at once.
+
+    - ``preemption_requested``: stop at the next safe point, checkpoint, release before
+      ``deadline_in`` seconds (the end of the grace window, or the max_defer bound).
+    - ``lease_ended``: the lease is over (``state``, ``outcome`` say how); stop using it.
+    """
+
+    lease_id: LeaseIdStr
+    kind: WatchEventKind
+    deadline_in: float | None  # seconds from the answer; null for lease_ended
+    deadline: str | None  # UTC ISO 8601
+    job: str
+    holder: str
+    state: LeaseStateName  # "active" while a preemption is pending; the end state after
+    cause: str | None
+    grace: float
+    at: str  # UTC ISO 8601: when the scheduler recorded it
+    # lease_ended only: the audit kind of the end (release, expire, fence,
+    # preemption_executed, preemption_forced, preemption_cooperative) and the work lost.
+    outcome: str | None = None
+    work_lost_records: int | None = None
+    work_lost_seconds: float | None = None
+
+
+@attrs.frozen
+class WatchAnswer:
+    """A watch's answer: events after the cursor given (empty at the timeout), and the
+    cursor to pass next. ``reset`` is true when the cursor was absent, from before a
+    restart or older than the server keeps: ``events`` then re-send the current state
+    (every preemption still pending on the caller's leases) instead of a delta."""
+
+    events: list[WatchEvent]
+    cursor: str
+    reset: bool = False
 
 
 @attrs.frozen
