@@ -92,6 +92,15 @@ SETTINGS = (
         "longest a flush may defer a preemption, seconds",
         kind=float,
     ),
+    Setting(
+        "max_grace",
+        "--max-grace",
+        "GRAFOS_MAX_GRACE",
+        seconds,
+        None,
+        "longest grace window an acquire may ask for, seconds (default: max_defer)",
+        kind=float,
+    ),
     Setting("log_level", "--log-level", "GRAFOS_LOG_LEVEL", _log_level, "info", "JSON log level"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}

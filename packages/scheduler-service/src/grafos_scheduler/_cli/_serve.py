@@ -171,7 +171,9 @@ def _serve_on(config: ServeConfig, tokens: ReloadableTokens, sock: socket.socket
     host, bound_port = sock.getsockname()[:2]
     store = open_store(config.db, must_exist=False)
     try:
-        scheduler = Scheduler(config.capacity, store, max_defer=config.max_defer)
+        scheduler = Scheduler(
+            config.capacity, store, max_defer=config.max_defer, max_grace=config.max_grace
+        )
     except SchedulerError as exc:
         store.close()
         raise UsageError(str(exc)) from None
@@ -208,6 +210,7 @@ def _serve_on(config: ServeConfig, tokens: ReloadableTokens, sock: socket.socket
                     "db": os.path.abspath(config.db),
                     "capacity": config.capacity,
                     "max_defer": config.max_defer,
+                    "max_grace": scheduler.max_grace,
                     "workers": tokens.current.workers,
                     "sources": dict(config.sources),
                 },

@@ -28,6 +28,7 @@ from ._metrics import SchedulerMetrics
 from ._middleware import Authentication, Latency
 from ._openapi import document
 from ._routes import ROUTES, ServiceContext, context_state
+from ._watch import WatchHub, watch, watch_state
 
 __all__ = ["create_app"]
 
@@ -60,11 +61,14 @@ def create_app(
         scheduler=scheduler, clock=clock, metrics=metrics, durability=durability
     )
     audit_logger = AuditLogger(scheduler)
+    hub = WatchHub(scheduler.events, clock)
     app = Litestar(
-        route_handlers=[*ROUTES, *dashboard_routes(scheduler)],
-        state=State({**context_state(context), ON_STORE_FAILED: on_store_failed}),
-        on_startup=[audit_logger.start],
-        on_shutdown=[audit_logger.stop, durability.stop],
+        route_handlers=[*ROUTES, watch, *dashboard_routes(scheduler)],
+        state=State(
+            {**context_state(context), **watch_state(hub), ON_STORE_FAILED: on_store_failed}
+        ),
+        on_startup=[audit_logger.start, hub.start],
+        on_shutdown=[hub.stop, audit_logger.stop, durability.stop],
         middleware=[DefineMiddleware(Authentication, tokens=tokens)],
         before_request=parse_request_body,
         exception_handlers={Exception: handle_exception},

@@ -38,6 +38,8 @@ from .._wire._models import (
     TicketView,
     TicketWaitView,
     VictimView,
+    WatchAnswer,
+    WatchEvent,
 )
 from ._body import body_model
 
@@ -62,6 +64,8 @@ _RESPONSE_MODELS: tuple[type[Any], ...] = (
     TicketView,
     TicketWaitView,
     VictimView,
+    WatchAnswer,
+    WatchEvent,
 )
 
 

@@ -42,6 +42,7 @@ from .._wire._models import (
     LeaseView,
     PreemptionDecisionView,
     PreemptRequest,
+    ReleaseRequest,
     RenewalsRequest,
     RenewalsResult,
     RenewRequest,
@@ -147,9 +148,19 @@ async def acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
     ctx = _ctx(request)
     principal = _principal(request)
     try:
+        grace = ctx.scheduler.check_grace(body.grace)
+    except InvalidRequest as exc:
+        raise FieldError("grace", str(exc)) from None
+    try:
         try:
             outcome = ctx.scheduler.acquire(
-                body.job, principal.name, body.priority, body.slots, body.ttl, wait=False
+                body.job,
+                principal.name,
+                body.priority,
+                body.slots,
+                body.ttl,
+                grace=grace,
+                wait=False,
             )
         except JobAlreadyLeased as exc:
             raise _policy.job_conflict(ctx.scheduler, principal, exc) from None
@@ -232,6 +243,7 @@ async def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> Renew
             body.fencing_token,
             reasons=reasons,
             holder=_policy.holder_scope(principal),
+            checkpoint_age=body.checkpoint_age,
             wait=False,
         )
     except (LeaseExpired, LeaseNotActive, FencingTokenMismatch) as exc:
@@ -265,14 +277,15 @@ async def renew_many(request: Request[Any, Any, Any]) -> RenewalsResult:
     ctx = _ctx(request)
     principal = _principal(request)
     results: list[RenewResult | ErrorBody | None] = [None] * len(entries)
-    calls: list[tuple[int, int, list[NonPreemptibleReason]]] = []
+    calls: list[tuple[int, int, list[NonPreemptibleReason], float | None]] = []
     slots: list[int] = []
     for i, entry in enumerate(entries):
         try:
             if isinstance(entry, FieldError):
                 raise entry
             reasons = _policy.reported_reasons(principal, entry.reasons)
-            calls.append((parse_id(entry.lease_id, "lease_id"), entry.fencing_token, reasons))
+            lid = parse_id(entry.lease_id, "lease_id")
+            calls.append((lid, entry.fencing_token, reasons, entry.checkpoint_age))
             slots.append(i)
         except FieldError as exc:
             field = exc.field or ""
@@ -306,18 +319,29 @@ async def renew_many(request: Request[Any, Any, Any]) -> RenewalsResult:
 
 @post(
     "/v1/leases/{lease_id:str}/release",
+    opt=body_of(ReleaseRequest),
     status_code=200,
-    summary="Release a lease",
+    summary=(
+        "Release a lease, optionally reporting the work lost since the last checkpoint "
+        "(a pending preemption of a lease with a grace window ends cooperatively)"
+    ),
     responses=error_responses(403, 404, 410),
 )
 async def release(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
     # As acquire: decided on the event loop, answered once durable; the audit tail
-    # logs the release (one line per decision).
+    # logs the release with its work lost (one line per decision).
+    body = parsed_body(request, ReleaseRequest)
     ctx = _ctx(request)
     principal = _principal(request)
     lid = parse_id(lease_id, "lease_id")
     try:
-        released = ctx.scheduler.release(lid, holder=_policy.holder_scope(principal), wait=False)
+        released = ctx.scheduler.release(
+            lid,
+            holder=_policy.holder_scope(principal),
+            work_lost_records=body.work_lost_records,
+            work_lost_seconds=body.work_lost_seconds,
+            wait=False,
+        )
     finally:
         await ctx.durability.wait()
     return ctx.lease_view(released)

@@ -96,6 +96,8 @@ def lease_view(
             requested_at=now.iso(pending.requested_at),
             deadline=now.iso(pending.deadline),
             deadline_in=now.until(pending.deadline),
+            grace_deadline=now.iso_or_none(pending.grace_deadline),
+            grace_deadline_in=now.until_or_none(pending.grace_deadline),
         )
     hold = lease.hold
     hold_view = None
@@ -125,6 +127,9 @@ def lease_view(
         hold=hold_view,
         ended_at=now.iso_or_none(lease.ended_at),
         end_cause=lease.end_cause,
+        grace=lease.grace,
+        work_lost_records=lease.work_lost_records,
+        work_lost_seconds=lease.work_lost_seconds,
     )
 
 
@@ -140,6 +145,7 @@ def ticket_view(ticket: Ticket, now: Now, wait: TicketWait | None = None) -> Tic
         requested_at=now.iso(ticket.requested_at),
         why=None if wait is None else why_text(wait, now),
         wait=None if wait is None else ticket_wait_view(wait, now),
+        grace=ticket.grace,
     )
 
 
