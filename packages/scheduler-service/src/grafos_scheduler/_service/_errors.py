@@ -131,6 +131,10 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             message = f"{field}: {detail}" if field and detail else exc.detail
             if field and key != field:
                 message = message.replace(key, field)
+            given = request.query_params.get(field) if field else None
+            if given is not None:
+                # Litestar's words name the rule, not the value: add the value.
+                message = f"{message} (got {given[:80]!r})"
             return _error(400, "invalid_request", message, field)
         return _error(400, "invalid_request", exc.detail, field)
     if isinstance(exc, HTTPException) and exc.status_code < 500:
