@@ -51,9 +51,7 @@ def test_events_after_a_cursor_in_order_and_only_the_holders() -> None:
     assert log.read(batch.cursor, "alice").events == ()
 
 
-def test_a_cursor_older_than_the_ring_or_of_another_process_resets_to_the_open_requests() -> (
-    None
-):
+def test_a_cursor_older_than_the_ring_or_of_another_process_resets_to_the_open_requests() -> None:
     log = LeaseEventLog("ab12", capacity=2)
     log.append([_requested(1), _requested(2), _ended(1), _requested(3, "bob")])
     assert len(log) == 2

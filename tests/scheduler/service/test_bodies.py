@@ -23,6 +23,7 @@ from support.internals import (
     FieldError,
     HoldRequest,
     PreemptRequest,
+    ReleaseRequest,
     RenewalsRequest,
     RenewRequest,
     body_model,
@@ -36,6 +37,7 @@ BODIES = {
     ("POST", "/v1/leases/{lease_id}/renew"): RenewRequest,
     ("POST", "/v1/leases/{lease_id}/preempt"): PreemptRequest,
     ("POST", "/v1/leases/{lease_id}/holds"): HoldRequest,
+    ("POST", "/v1/leases/{lease_id}/release"): ReleaseRequest,
 }
 # Parsed entry by entry (parse_renewals): a bad entry is that entry's error.
 ENTRY_BY_ENTRY = {("POST", "/v1/renewals"): RenewalsRequest}

@@ -99,15 +99,23 @@ def test_a_holder_that_checkpoints_and_releases_in_its_window_loses_nothing(
 ) -> None:
     admin, alice, bob = clients["admin"], clients["alice"], clients["bob"]
     lease = alice.acquire("low", slots=2, ttl=TTL, grace=5.0).lease
-    assert lease is not None and lease.grace == 5.0
+    assert lease is not None
+    assert lease.grace == 5.0
     start = alice.watch(timeout=0)
     ticket = bob.acquire("high", slots=1, ttl=TTL, priority=9).ticket
     assert ticket is not None  # it waits for alice's window
     answer = alice.watch(start.cursor, timeout=10)
     (event,) = answer.events
-    assert (event.lease_id, event.kind, event.state) == (lease.lease_id, "preemption_requested", "active")
-    assert event.deadline_in is not None and 4.0 < event.deadline_in <= 5.0
-    assert event.grace == 5.0 and event.cause is not None and "high" in event.cause
+    assert (event.lease_id, event.kind, event.state) == (
+        lease.lease_id,
+        "preemption_requested",
+        "active",
+    )
+    assert event.deadline_in is not None
+    assert 4.0 < event.deadline_in <= 5.0
+    assert event.grace == 5.0
+    assert event.cause is not None
+    assert "high" in event.cause
     view = alice.get(lease.lease_id)
     assert view.pending_preemption is not None
     assert view.pending_preemption.grace_deadline == view.pending_preemption.deadline
@@ -229,7 +237,8 @@ def test_a_worker_never_sees_another_workers_leases(
     admin, alice, bob = clients["admin"], clients["alice"], clients["bob"]
     mine = alice.acquire("alice-job", slots=1, ttl=TTL).lease
     theirs = bob.acquire("bob-job", slots=1, ttl=TTL, grace=5.0).lease
-    assert mine is not None and theirs is not None
+    assert mine is not None
+    assert theirs is not None
     cursors = {who: c.watch(timeout=0).cursor for who, c in clients.items()}
     thread, out = _watch_in_thread(alice, cursors["alice"], timeout=1.0)
     admin.preempt(theirs.lease_id, "make room")
@@ -242,7 +251,8 @@ def test_a_worker_never_sees_another_workers_leases(
     # A fresh watch re-sends the current state: only bob's pending request is bob's.
     assert alice.watch(timeout=0).events == []
     fresh = bob.watch(timeout=0)
-    assert fresh.reset and [e.lease_id for e in fresh.events] == [theirs.lease_id]
+    assert fresh.reset
+    assert [e.lease_id for e in fresh.events] == [theirs.lease_id]
 
 
 @pytest.mark.parametrize(
@@ -311,7 +321,8 @@ def test_a_plain_release_with_no_body_still_works(clients: dict[str, SchedulerCl
     ended = alice.release(lease.lease_id)
     assert ended.state == "released"
     assert ended.work_lost_records is None
-    assert ended.work_lost_seconds is not None and ended.work_lost_seconds >= 0
+    assert ended.work_lost_seconds is not None
+    assert ended.work_lost_seconds >= 0
     other = alice.acquire("bad-report", slots=1, ttl=TTL).lease
     assert other is not None
     with pytest.raises(RequestRejected) as refused:

@@ -26,6 +26,7 @@ import attrs
 
 from .._domain._errors import InvalidRequest
 from .._domain._lease import LeaseState
+from .._domain._limits import check_count
 
 _log = logging.getLogger("grafos_scheduler")
 
@@ -91,8 +92,7 @@ class LeaseEventLog:
     """A bounded ring of lease events with cursors; thread-safe."""
 
     def __init__(self, epoch: str, capacity: int = DEFAULT_EVENT_CAPACITY) -> None:
-        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
-            raise InvalidRequest(f"event capacity {capacity!r} must be an integer of at least 1")
+        check_count(capacity, "event capacity", 1)
         self.epoch = epoch
         self.capacity = capacity
         self._ring: deque[LeaseEvent] = deque(maxlen=capacity)
@@ -142,7 +142,7 @@ class LeaseEventLog:
     def cursor(self, seq: int | None = None) -> str:
         return f"{self.epoch}-{self._seq if seq is None else seq}"
 
-    def parse_cursor(self, cursor: str) -> int | None:
+    def parse_cursor(self, cursor: object) -> int | None:
         """The seq a cursor of this log stands for, or None for a stale one (another
         process's epoch). A malformed cursor, or one beyond the head, is refused."""
         match = _CURSOR.fullmatch(cursor) if isinstance(cursor, str) else None

@@ -162,4 +162,4 @@ def check_work_lost(records: object, seconds: object) -> tuple[int | None, float
         seconds = check_seconds(
             seconds, "work_lost_seconds", allow_zero=True, most=MAX_WORK_LOST_SECONDS
         )
-    return records, seconds  # type: ignore[return-value]
+    return records, seconds

@@ -153,9 +153,7 @@ class _Entry:
         "stamp",
     )
 
-    def __init__(
-        self, priority: int, slots: int, level: _Level, stamp: int, grace: float
-    ) -> None:
+    def __init__(self, priority: int, slots: int, level: _Level, stamp: int, grace: float) -> None:
         self.priority = priority
         self.slots = slots
         self.level = level

@@ -37,6 +37,7 @@ from .._domain._errors import (
 from .._domain._ids import check_id, id_hex, new_id
 from .._domain._lease import Lease, LeaseState, Ticket
 from .._domain._lease_book import LeaseBook
+from .._domain._lease_events import LeaseEvent, LeaseEventKind, LeaseEventLog
 from .._domain._limits import (
     MAX_BATCH_RENEWALS,
     MAX_WORK_LOST_SECONDS,
@@ -67,7 +68,6 @@ from .._domain._rows import LeaseRow, TicketRow
 from .._domain._ticket_wait import TicketWait
 from .._domain._work_lost import WorkLost
 from .._scheduler._executor import Executor
-from .._domain._lease_events import LeaseEvent, LeaseEventKind, LeaseEventLog
 from .._scheduler._read_model import MAX_LEASE_PAGE, ReadModel
 from .._scheduler._recovery import plan_restart, restore_pending
 from .._scheduler._ticket_waits import explain_waits

@@ -54,7 +54,7 @@ class _SchedulerCollector(Collector):
         self._lock = threading.Lock()
         self._audit_seq = 0
         self._outcomes: Counter[str] = Counter()
-        self._lost_seconds: Counter[str] = Counter()
+        self._lost_seconds: dict[str, float] = dict.fromkeys(END_KINDS.values(), 0.0)
         self._lost_records: Counter[str] = Counter()
 
     def _tail_audit(self) -> None:

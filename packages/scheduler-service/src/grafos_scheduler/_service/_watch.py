@@ -100,12 +100,12 @@ def _event_view(event: LeaseEvent, now: Now) -> WatchEvent:
     ended = event.kind is LeaseEventKind.LEASE_ENDED
     return WatchEvent(
         lease_id=format_id(event.lease_id),
-        kind=event.kind.value,  # type: ignore[arg-type]
+        kind=event.kind.value,
         deadline_in=now.until_or_none(event.deadline),
         deadline=now.iso_or_none(event.deadline),
         job=event.job,
         holder=event.holder,
-        state=event.state.value,  # type: ignore[arg-type]
+        state=event.state.value,
         cause=event.cause,
         grace=event.grace,
         at=now.iso(event.at),

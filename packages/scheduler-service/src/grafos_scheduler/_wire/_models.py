@@ -31,6 +31,7 @@ from .._domain._audit import AuditVerification
 from .._domain._errors import InvalidRequest
 from .._domain._ids import ID_PATTERN, id_from_hex, id_hex
 from .._domain._lease import LeaseState
+from .._domain._lease_events import LeaseEventKind
 from .._domain._limits import (
     CAUSE_PATTERN,
     MAX_BATCH_RENEWALS,
@@ -48,7 +49,6 @@ from .._domain._limits import (
 )
 from .._domain._preemption import NonPreemptibleReason, PreemptionOutcome
 from .._domain._ticket_wait import WaitReason
-from .._domain._lease_events import LeaseEventKind
 
 __all__ = [
     "ID_PATTERN",
