@@ -74,7 +74,7 @@ def test_the_schema_publishes_every_body_as_the_parser_reads_it(
     reasons = doc["components"]["schemas"]["RenewRequest"]["properties"]["reasons"]
     assert reasons["items"]["enum"] == ["checkpoint_in_progress", "operator_hold"]
     # A route without a body publishes none.
-    assert "requestBody" not in doc["paths"]["/v1/leases/{lease_id}/release"]["post"]
+    assert "requestBody" not in doc["paths"]["/v1/leases/{lease_id}/fence"]["post"]
 
 
 _ACQUIRE = {"job": "enc", "slots": 1, "ttl": 5}
@@ -141,6 +141,22 @@ _FIELDS: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
     "expires_in": (
         st.one_of(st.none(), st.floats(min_value=1e-300, max_value=604_800.0)),
         st.one_of(st.sampled_from([0, 0.0, -1, 604_800, 604_800.5]), _wrong),
+    ),
+    "grace": (
+        st.floats(min_value=0.0, max_value=86_400.0),
+        st.one_of(st.sampled_from([-1.0, -0.0, 86_400.001]), _wrong),
+    ),
+    "checkpoint_age": (
+        st.one_of(st.none(), st.floats(min_value=0.0, max_value=1e9)),
+        st.one_of(st.sampled_from([-1.0, 1e9 + 1]), _wrong),
+    ),
+    "work_lost_records": (
+        st.one_of(st.none(), st.integers(min_value=0, max_value=2**63 - 1)),
+        st.one_of(_ints, _wrong),
+    ),
+    "work_lost_seconds": (
+        st.one_of(st.none(), st.floats(min_value=0.0, max_value=1e9)),
+        st.one_of(st.sampled_from([-1.0, 1e9 + 1]), _wrong),
     ),
 }
 
