@@ -65,3 +65,17 @@ def test_bench_sink_quick_rows_are_sane() -> None:
     # The checkpoint does not grow with the output; the state-held one does.
     assert all(row.passed for row in sizes)
     assert sizes[1].floor.median > 5 * sizes[0].floor.median
+
+
+def test_bench_watch_quick_rows_are_sane() -> None:
+    rows = load("bench_watch").run(quick=True)
+    assert [row.group for row in rows] == ["watch", "watch"]
+    assert ["p50" in rows[0].name, "p99" in rows[1].name] == [True, True]
+    for row in rows:
+        for sample in (row.ours, row.floor):
+            assert sample.values
+            assert all(0 < value < 30 for value in sample.values)
+        assert math.isfinite(row.ratio)
+    # The target is judged on the p99 row only (the machine may be loaded: not asserted).
+    assert rows[0].passed is None
+    assert rows[1].passed in (True, False)
