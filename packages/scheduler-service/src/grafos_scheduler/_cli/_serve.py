@@ -216,8 +216,11 @@ def _serve_on(config: ServeConfig, tokens: ReloadableTokens, sock: socket.socket
                 },
             )
             # loop and http "auto": uvloop and httptools, which the package depends on
-            # (docs/benchmarks.md has the measurement that chose them).
-            server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+            # (docs/benchmarks.md has the measurement that chose them). A watch may wait
+            # up to 60 s: a stop must not wait for every one to time out.
+            server = uvicorn.Server(
+                uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+            )
             stop.append(server)
             server.run(sockets=[sock])
             if scheduler.failed is not None:
