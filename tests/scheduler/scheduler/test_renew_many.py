@@ -85,3 +85,23 @@ def test_a_thousand_renewals_in_one_call(scheduler: Scheduler) -> None:
     results = scheduler.renew_many([(x.lease_id, x.fencing_token, None) for x in leases] * 100)
     assert len(results) == 1000
     assert all(isinstance(r, Renewal) for r in results)
+
+
+def test_an_entry_may_carry_its_checkpoint_age(scheduler: Scheduler, clock: ManualClock) -> None:
+    reported = _lease(scheduler.acquire("reported", "w", 0, 1, 60.0))
+    silent = _lease(scheduler.acquire("silent", "w", 0, 1, 60.0))
+    clock.advance(1.0)
+    results = scheduler.renew_many(
+        [
+            (reported.lease_id, reported.fencing_token, None, 0.25),
+            (silent.lease_id, silent.fencing_token, None),
+            (silent.lease_id, silent.fencing_token, None, -1.0),
+            (silent.lease_id, silent.fencing_token, None, 1.0, "extra"),  # type: ignore[list-item]
+        ]
+    )
+    assert [type(r) for r in results] == [Renewal, Renewal, InvalidRequest, InvalidRequest]
+    assert "checkpoint_age" in str(results[2])
+    clock.advance(2.0)
+    # Work lost counts from the reported checkpoint, else from the grant.
+    assert scheduler.release(reported.lease_id).work_lost_seconds == pytest.approx(2.25)
+    assert scheduler.release(silent.lease_id).work_lost_seconds == pytest.approx(3.0)

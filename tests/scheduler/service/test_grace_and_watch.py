@@ -329,3 +329,33 @@ def test_a_plain_release_with_no_body_still_works(clients: dict[str, SchedulerCl
         alice.release(other.lease_id, work_lost_records=-3)
     assert refused.value.field == "work_lost_records"
     assert alice.get(other.lease_id).state == "active"
+
+
+def test_checkpoint_age_counts_in_batch_and_single_renewals(
+    service: Service, clients: dict[str, SchedulerClient]
+) -> None:
+    alice = clients["alice"]
+    batched = alice.acquire("batched", slots=1, ttl=TTL).lease
+    single = alice.acquire("single", slots=1, ttl=TTL).lease
+    assert batched is not None
+    assert single is not None
+    time.sleep(0.6)
+    # The client's renew shares POST /v1/renewals; the entry carries its age.
+    alice.renew(batched.lease_id, batched.fencing_token, checkpoint_age=0.0)
+    assert service.server is not None
+    answer = httpx.post(
+        f"{service.server.url}/v1/leases/{single.lease_id}/renew",
+        headers={"Authorization": f"Bearer {WORKER_TOKENS['alice']}"},
+        json={"fencing_token": single.fencing_token, "checkpoint_age": 0.0},
+    )
+    assert answer.status_code == 200, answer.text
+    renewed_at = time.monotonic()
+    refused = alice.renew_many([(batched.lease_id, batched.fencing_token, [], -1.0)])
+    assert isinstance(refused[0], RequestRejected)
+    assert refused[0].field == "leases[0].checkpoint_age"
+    time.sleep(0.3)
+    for lease in (batched, single):
+        ended = alice.release(lease.lease_id)
+        # Counted from the reported checkpoint (0.3 s ago), not the grant (0.9 s ago).
+        assert ended.work_lost_seconds is not None
+        assert 0.3 <= ended.work_lost_seconds <= time.monotonic() - renewed_at + 0.2

@@ -184,6 +184,41 @@ def test_a_failed_fsync_stops_the_scheduler_and_is_never_retried(
     assert fsync.calls == 1
 
 
+def test_a_watcher_hears_of_a_change_only_once_it_is_durable(
+    sched: Scheduler, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lease = _lease(sched.acquire("a", "w", 0, 1, 30.0))
+    start = sched.events.read(None)
+    fsync = HeldFsync(monkeypatch, store)
+    fsync.gate.clear()
+    release, out = _in_thread(lambda: sched.release(lease.lease_id, wait=False))
+    release.join(5)
+    assert len(out) == 1
+    assert isinstance(out[0], Lease), out
+    # Written, not durable: the event log (the watch) has nothing yet.
+    assert not sched.durable
+    assert sched.events.read(start.cursor).events == ()
+    waiter, _ = _in_thread(sched.wait_durable)
+    assert fsync.entered.wait(5)
+    assert sched.events.read(start.cursor).events == ()
+    fsync.gate.set()
+    waiter.join(5)
+    ended = sched.events.read(start.cursor).events
+    assert [(e.lease_id, e.outcome) for e in ended] == [(lease.lease_id, "release")]
+
+
+def test_a_watcher_never_hears_of_a_change_whose_fsync_failed(
+    sched: Scheduler, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lease = _lease(sched.acquire("a", "w", 0, 1, 30.0))
+    start = sched.events.read(None)
+    fsync = HeldFsync(monkeypatch, store)
+    fsync.fail = OSError(5, "Input/output error")
+    with pytest.raises(StoreFailed):
+        sched.release(lease.lease_id)
+    assert sched.events.read(start.cursor).events == ()
+
+
 def test_what_was_durable_before_a_failed_fsync_survives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
