@@ -40,6 +40,21 @@ def test_precedence_flags_environment_file_defaults(tmp_path: Path) -> None:
     assert from_env.port == 9001
 
 
+def test_max_grace_comes_from_its_flag_variable_or_file_else_none(tmp_path: Path) -> None:
+    config = tmp_path / "grafos.toml"
+    config.write_text("max_grace = 4\n")
+    from_file = resolve(_args("--config", str(config)), {})
+    assert (from_file.max_grace, from_file.sources["max_grace"]) == (4.0, f"file {config}")
+    from_env = resolve(_args("--config", str(config)), {"GRAFOS_MAX_GRACE": "2.5"})
+    assert from_env.max_grace == 2.5
+    flagged = resolve(_args("--max-grace", "1"), {"GRAFOS_MAX_GRACE": "2.5"})
+    assert flagged.max_grace == 1.0
+    # Unset: the scheduler takes max_defer.
+    assert resolve(_args(), {}).max_grace is None
+    with pytest.raises(UsageError, match="GRAFOS_MAX_GRACE"):
+        resolve(_args(), {"GRAFOS_MAX_GRACE": "-1"})
+
+
 @pytest.mark.parametrize(
     ("text", "env", "needle"),
     [
