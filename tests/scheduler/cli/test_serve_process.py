@@ -82,6 +82,7 @@ def test_debug_logs_are_ours_json_without_colors_and_sighup_reloads_tokens(
             "tokens": "environment GRAFOS_TOKENS",
             "capacity": "default",
             "max_defer": "default",
+            "max_grace": "default",
             "log_level": "flag --log-level",
         }
         url = f"http://127.0.0.1:{port}"
