@@ -3,7 +3,6 @@ and a ManualClock: cooperative and forced ends, exact seconds, restarts, the bou
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -202,29 +201,3 @@ def test_a_queued_acquire_keeps_its_grace_through_a_restart(
     second.release(blocker.lease_id)
     lease = as_lease(second.poll(ticket.ticket_id))
     assert lease.grace == 6.0
-
-
-def test_a_store_of_schema_version_1_is_upgraded_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    with Scheduler(1, SqliteStore(path), autostart=False) as s:
-        lease = as_lease(s.acquire("j", "alice", 0, 1, 60.0))
-    # Make the file what version 1 wrote: no grace or work-lost columns.
-    conn = sqlite3.connect(path)
-    for table, column in (
-        ("leases", "grace"),
-        ("leases", "checkpoint_wall"),
-        ("leases", "work_lost_records"),
-        ("leases", "work_lost_seconds"),
-        ("tickets", "grace"),
-    ):
-        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
-    with pytest.raises(Exception, match="start a scheduler on it once"):
-        SqliteStore(path, read_only=True)
-    with Scheduler(1, SqliteStore(path), autostart=False) as s:
-        restored = s.get(lease.lease_id)
-        assert (restored.state, restored.grace) == (LeaseState.ACTIVE, 0.0)
-        assert s.release(lease.lease_id).work_lost_seconds is not None
-    SqliteStore(path, read_only=True).close()

@@ -1,5 +1,6 @@
-"""Lease columns added after schema version 1 (end cause, hold): a writer adds them to an
-older file; a reader of such a file is told what to do rather than failing in SQL."""
+"""Columns added after schema version 1 (end cause, hold; grace and work lost): a writer
+adds them to an older file; a reader of such a file is told what to do rather than
+failing in SQL."""
 
 from __future__ import annotations
 
@@ -50,3 +51,37 @@ def test_a_reader_of_an_old_file_is_told_to_start_the_scheduler(tmp_path: Path) 
     _as_before(path, ManualClock())
     with pytest.raises(SchedulerError, match=r"lacks the lease columns end_cause.*serve"):
         SqliteStore(path, read_only=True)
+
+
+GRACE_COLUMNS = (
+    ("leases", "grace"),
+    ("leases", "checkpoint_wall"),
+    ("leases", "work_lost_records"),
+    ("leases", "work_lost_seconds"),
+    ("tickets", "grace"),
+)
+
+
+def test_a_file_without_the_grace_columns_is_upgraded_by_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with Scheduler(1, SqliteStore(path), autostart=False) as s:
+        lease = as_lease(s.acquire("j", "alice", 0, 1, 60.0))
+    # Make the file what was written before grace windows: no grace or work-lost columns.
+    with sqlite3.connect(path) as conn:
+        for table, column in GRACE_COLUMNS:
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    with pytest.raises(
+        SchedulerError,
+        match=r"lacks the lease columns grace, checkpoint_wall, work_lost_records, "
+        r"work_lost_seconds and the ticket columns grace: start the scheduler on it once",
+    ):
+        SqliteStore(path, read_only=True)
+    with Scheduler(1, SqliteStore(path), autostart=False) as s:
+        restored = s.get(lease.lease_id)
+        assert (restored.state, restored.grace) == (LeaseState.ACTIVE, 0.0)
+        assert s.release(lease.lease_id).work_lost_seconds is not None
+    with sqlite3.connect(path) as conn:
+        tickets = {str(r[1]) for r in conn.execute("PRAGMA table_info(tickets)")}
+    assert {c for t, c in GRACE_COLUMNS if t == "leases"} <= _columns(path)
+    assert "grace" in tickets
+    SqliteStore(path, read_only=True).close()

@@ -106,6 +106,7 @@ def serve_replica(
     sock: socket.socket,
     capacity: int,
     max_defer: float,
+    max_grace: float | None,
     advertise_url: str | None,
     leader_ttl: float,
 ) -> int:
@@ -141,7 +142,9 @@ def serve_replica(
 
     def make_scheduler(fenced: Any) -> Any:
         # A change of leader: the holders could not renew while nobody led.
-        return factories["scheduler"](capacity, fenced, max_defer=max_defer, leader_change=True)
+        return factories["scheduler"](
+            capacity, fenced, max_defer=max_defer, max_grace=max_grace, leader_change=True
+        )
 
     def make_app(scheduler: Any) -> Any:
         return factories["app"](scheduler, tokens)

@@ -132,6 +132,7 @@ def run_serve(args: argparse.Namespace) -> int:
                     sock=sock,
                     capacity=config.capacity,
                     max_defer=config.max_defer,
+                    max_grace=config.max_grace,
                     advertise_url=args.advertise_url,
                     leader_ttl=args.leader_ttl,
                 )

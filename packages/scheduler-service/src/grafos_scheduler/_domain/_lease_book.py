@@ -306,21 +306,15 @@ class LeaseBook:
             preempt_cause=row.preempt_cause,
             preempt_requested_wall=row.preempt_requested_wall,
             preempt_deadline_wall=row.preempt_deadline_wall,
-        self.manager.track(row.lease_id, row.priority, row.slots)
-        if row.held:
-            self.manager.mark_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
-            if row.hold_expires_at is not None:
-                heapq.heappush(self._hold_expiry, (row.hold_expires_at, row.lease_id))
-
-    def _hold_changed(self, old: LeaseRow, row: LeaseRow) -> None:
-        # A hold is one OPERATOR_HOLD marker in the manager: set adds it, clear drops it.
-        if row.held and not old.held:
-            self.manager.mark_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
-        elif old.held and not row.held:
-            self.manager.clear_non_preemptible(row.lease_id, NonPreemptibleReason.OPERATOR_HOLD)
-        if row.hold_expires_at is not None and row.hold_expires_at != old.hold_expires_at:
-            heapq.heappush(self._hold_expiry, (row.hold_expires_at, row.lease_id))
-        self.manager.track(row.lease_id, row.priority, row.slots, row.grace)
+            # A renewal never touches a hold: it is carried over as it is.
+            hold_reason=row.hold_reason,
+            hold_set_wall=row.hold_set_wall,
+            hold_expires_at=row.hold_expires_at,
+            hold_expires_wall=row.hold_expires_wall,
+            grace=row.grace,
+            checkpoint_wall=row.checkpoint_wall if checkpoint_wall is None else checkpoint_wall,
+            work_lost_records=row.work_lost_records,
+            work_lost_seconds=row.work_lost_seconds,
         )
         return Change(updated_leases=(renewed,))
 

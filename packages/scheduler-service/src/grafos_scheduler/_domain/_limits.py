@@ -140,6 +140,8 @@ def check_hold_seconds(value: object) -> float | None:
     if value is None:
         return None
     return check_seconds(value, "expires_in", most=MAX_HOLD_SECONDS)
+
+
 def check_grace(value: object, *, max_grace: float, max_defer: float) -> float:
     """Return a grace window in seconds: >= 0, at most ``max_grace`` and ``max_defer``.
 

@@ -48,6 +48,10 @@ _LEASE_EXTRA = (
     ("hold_set_wall", "DOUBLE PRECISION"),
     ("hold_expires_at", "DOUBLE PRECISION"),
     ("hold_expires_wall", "DOUBLE PRECISION"),
+    ("grace", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
+    ("checkpoint_wall", "DOUBLE PRECISION"),
+    ("work_lost_records", "BIGINT"),
+    ("work_lost_seconds", "DOUBLE PRECISION"),
 )
 _EXTRA_NAMES = tuple(name for name, _ in _LEASE_EXTRA)
 SCHEMA_VERSION = "1"
@@ -108,7 +112,8 @@ _SCHEMA = (
         ttl DOUBLE PRECISION NOT NULL,
         epoch TEXT NOT NULL,
         requested_at DOUBLE PRECISION NOT NULL,
-        requested_wall DOUBLE PRECISION NOT NULL
+        requested_wall DOUBLE PRECISION NOT NULL,
+        grace DOUBLE PRECISION NOT NULL DEFAULT 0
     )""",
     # leader_epoch is the leadership epoch that wrote the record (NULL for a store
     # used without leadership). It is outside the hash: the chain is the domain's.
@@ -133,7 +138,8 @@ _LEASE_COLUMNS = (
     "preempt_requested_wall, preempt_deadline_wall" + "".join(f", {name}" for name in _EXTRA_NAMES)
 )
 _TICKET_COLUMNS = (
-    "position, ticket_id, job, holder, priority, slots, ttl, epoch, requested_at, requested_wall"
+    "position, ticket_id, job, holder, priority, slots, ttl, epoch, requested_at, "
+    "requested_wall, grace"
 )
 _AUDIT_COLUMNS = "seq, time, kind, lease_id, job, data, prev_hash, hash"
 
@@ -322,6 +328,7 @@ def _ticket_row(r: tuple[Any, ...]) -> TicketRow:
         epoch=r[7],
         requested_at=r[8],
         requested_wall=r[9],
+        grace=r[10],
     )
 
 
@@ -407,8 +414,8 @@ class _PostgresTransaction:
     def insert_ticket(self, row: TicketRow) -> None:
         self._c().execute(
             "INSERT INTO grafos_tickets (position, ticket_id, job, holder, priority, slots, "
-            "ttl, epoch, requested_at, requested_wall) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "ttl, epoch, requested_at, requested_wall, grace) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 row.position,
                 id_hex(row.ticket_id),
@@ -420,6 +427,7 @@ class _PostgresTransaction:
                 row.epoch,
                 row.requested_at,
                 row.requested_wall,
+                row.grace,
             ),
         )
 
