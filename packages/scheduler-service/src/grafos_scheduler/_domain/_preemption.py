@@ -617,8 +617,8 @@ class PreemptionManager:
     ) -> list[tuple[int, int, int, frozenset[NonPreemptibleReason]]]:
         """Leases below ``priority`` not yet pending preemption, as (lease id, priority,
         slots, reasons), in :meth:`select_victims`'s order of preference: preemptible
-        now (no reasons) first, then marked; lowest priority, then newest first. At
-        most ``limit`` of them."""
+        now (no reasons, no grace window) first, then the others; lowest priority, then
+        newest first. At most ``limit`` of them."""
         now_: list[tuple[int, int, int, frozenset[NonPreemptibleReason]]] = []
         marked: list[tuple[int, int, int, frozenset[NonPreemptibleReason]]] = []
         with self._lock:
@@ -629,7 +629,9 @@ class PreemptionManager:
                     if entry.pending is not None:
                         continue
                     reasons = _reasons_of(entry)
-                    target = marked if reasons else now_
+                    # A lease with a grace window is never preemptible now (it gets its
+                    # window), so it goes with the marked ones, as in select_victims.
+                    target = marked if reasons or entry.grace else now_
                     if len(target) < limit:
                         target.append((lease_id, p, entry.slots, reasons))
         return (now_ + marked)[:limit]
