@@ -7,9 +7,15 @@ hears of a flush within one round trip and defers a preemption while it runs.
 
 Stopping is cooperative. :meth:`WorkerAgent.run` checks for a stop only between
 records and between checkpoints, so a flush is never cut in half. When preemption is
-requested it stops there, optionally takes a final checkpoint and releases the lease.
-When the lease is lost (410, or no renewal got through before the lease's expiry), it
-stops at once; the checkpoint store's fencing makes any late commit harmless.
+requested it stops there, optionally takes a final checkpoint and releases the lease,
+reporting the work done since its last checkpoint (0 after a final one). A platform
+notice (SIGTERM, an EC2 or GCE preemption notice: ``_notices.py``) stops it the same
+way. When the lease is lost (410, the watch says it ended, or no renewal got through
+before the lease's expiry), it stops at once; the checkpoint store's fencing makes any
+late commit harmless.
+
+The agent hears of a preemption request through one long poll of ``GET /v1/watch``
+(``_watch.py``) within a round trip, and through its renewals as before.
 
 The agent keeps its own deadline for the lease: the time a renewal was *sent* plus the
 TTL the server answered with, which is never later than the server's expiry. The run
@@ -25,7 +31,8 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import attrs
@@ -37,14 +44,17 @@ from .._domain._preemption import NonPreemptibleReason
 from .._remote._client import (
     LeaseGone,
     NotFound,
+    RequestRejected,
     SchedulerClient,
     ServiceError,
     ServiceUnavailable,
     TokenConflict,
 )
-from .._wire._models import LeaseView
+from .._remote._notices import NoticeSource, PlatformNotice
+from .._remote._watch import LeaseWatch
+from .._wire._models import LeaseView, WatchEvent
 
-__all__ = ["RunOutcome", "RunResult", "WorkerAgent"]
+__all__ = ["RunOutcome", "RunResult", "StopRequested", "WorkerAgent"]
 
 logger = logging.getLogger("grafos_scheduler.agent")
 
@@ -55,6 +65,11 @@ class RunOutcome(enum.Enum):
     FINISHED = "finished"  # the input is done, the last checkpoint committed, lease released
     PREEMPTED = "preempted"  # stopped at a safe point on request, lease released
     LOST = "lost"  # the lease was lost (expired, fenced, preempted at once): stopped at once
+    STOPPED = "stopped"  # a platform notice: stopped at a safe point, lease released
+
+
+class StopRequested(SchedulerError):
+    """A platform notice arrived while the agent waited for a lease; it withdrew the ticket."""
 
 
 @attrs.frozen
@@ -65,6 +80,10 @@ class RunResult:
     position: int  # records consumed when the run stopped
     checkpoints: int  # checkpoints committed during this run
     detail: str = ""  # why it stopped, for people
+    # Work done since the last completed checkpoint, which a resume does again: records
+    # and the seconds spent on them (both 0 after a final checkpoint).
+    work_lost_records: int = 0
+    work_lost_seconds: float = 0.0
 
 
 class _Generation:
@@ -97,7 +116,15 @@ class WorkerAgent:
     comma-separated string) with ``token``, from which the agent makes one.
 
     ``lost`` and ``preemption_requested`` are the current lease's events (fresh ones for
-    each lease): wait on them to learn that :meth:`run` is stopping.
+    each lease): wait on them to learn that :meth:`run` is stopping. ``stop_requested``
+    and ``notice`` are the agent's own: a platform notice (from ``notices``, started by
+    the first :meth:`acquire`, or given to :meth:`request_stop`) stops the run at the
+    next safe point and keeps the agent from acquiring again.
+
+    ``grace`` asks the server for a grace window at acquire: a preemption then waits for
+    the final checkpoint and release instead of ending the lease at once. ``watch``
+    keeps one long poll of ``GET /v1/watch`` open while a lease is held, so a request
+    to preempt arrives within a round trip rather than at the next renewal.
 
     A known window, inherent to reporting over the network: a flush starts locally, and
     until the renewal that reports it reaches the server (the renewer is woken at once to
@@ -123,6 +150,10 @@ class WorkerAgent:
         poll_interval: float = 0.2,
         renew_interval: float | None = None,
         min_gap: float = 0.05,
+        grace: float = 0.0,
+        notices: Sequence[NoticeSource] = (),
+        watch: bool = True,
+        watch_timeout: float = 10.0,
     ) -> None:
         if not isinstance(client, SchedulerClient):
             # Base URLs (a list, or comma-separated): the replicas, found by failover.
@@ -145,6 +176,17 @@ class WorkerAgent:
         self.preemption_requested = threading.Event()
         self.lost = threading.Event()
         self.renewals = 0
+        self.grace = grace
+        self.notice: PlatformNotice | None = None
+        self.stop_requested = threading.Event()
+        self._notices = list(notices)
+        self._notices_started = False
+        self.watch = LeaseWatch(client, self._on_watch_event, poll_timeout=watch_timeout)
+        self.watch_enabled = watch
+        # time.monotonic() when the current lease's preemption request reached the agent,
+        # and by which path ("watch" or "renewal"); for logs, tests and benchmarks.
+        self.preemption_heard_at: float | None = None
+        self.preemption_heard_by = ""
 
     # -- CheckpointFlushObserver --------------------------------------------------------
 
@@ -198,7 +240,86 @@ class WorkerAgent:
 
     @property
     def should_stop(self) -> bool:
-        return self.lost.is_set() or self.preemption_requested.is_set()
+        return (
+            self.lost.is_set() or self.preemption_requested.is_set() or self.stop_requested.is_set()
+        )
+
+    # -- platform notices and the watch -----------------------------------------------
+
+    def request_stop(self, notice: PlatformNotice) -> None:
+        """Stop at the next safe point: final checkpoint, release, no new lease.
+
+        Called by the notice sources (from their threads); never blocks. The first
+        notice is the one kept.
+        """
+        if self.notice is None:
+            self.notice = notice
+            logger.warning(
+                "platform notice: stopping at the next safe point",
+                extra={
+                    "event": "platform_notice",
+                    "job": self.job,
+                    "kind": notice.kind.value,
+                    "detail": notice.detail,
+                    "deadline_in": notice.deadline_in,
+                },
+            )
+        self.stop_requested.set()
+
+    def start_notices(self) -> None:
+        """Start the notice sources (once; :meth:`acquire` calls it). Main thread for signals."""
+        if self._notices_started:
+            return
+        self._notices_started = True
+        for source in self._notices:
+            source.start(self.request_stop)
+
+    def close(self) -> None:
+        """Stop the notice sources and the watch; release a lease still held."""
+        for source in self._notices:
+            source.stop()
+        self._notices_started = False
+        self.watch.close()
+        if self.lease is not None:
+            try:
+                self.release()
+            except ServiceError:
+                self.abandon()
+
+    def __enter__(self) -> WorkerAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _on_watch_event(self, event: WatchEvent) -> None:
+        gen = self._gen
+        if gen is None or gen.stop.is_set() or event.lease_id != gen.lease.lease_id:
+            return  # another lease of ours, or one we have already let go of
+        if event.kind == "preemption_requested":
+            self._preemption_heard(gen, "watch", event.cause, event.deadline_in)
+        elif event.kind == "lease_ended":
+            self._mark_lost(gen, f"the lease ended on the server ({event.cause or 'no cause'})")
+
+    def _preemption_heard(
+        self, gen: _Generation, path: str, cause: str | None, deadline_in: float | None
+    ) -> None:
+        if gen.preemption_requested.is_set():
+            return
+        self.preemption_heard_at = time.monotonic()
+        self.preemption_heard_by = path
+        logger.info(
+            "preemption requested",
+            extra={
+                "event": "preemption_requested",
+                "lease_id": gen.lease.lease_id,
+                "job": self.job,
+                "cause": cause,
+                "deadline_in": deadline_in,
+                "heard_by": path,
+            },
+        )
+        gen.preemption_requested.set()
 
     def _check_expiry(self) -> bool:
         """True (and the lease marked lost) once the local deadline has passed."""
@@ -221,10 +342,15 @@ class WorkerAgent:
         """
         if self._renewer is not None:
             raise RuntimeError(f"the agent for job {self.job!r} already holds a lease")
+        self.start_notices()
+        if self.stop_requested.is_set():
+            raise StopRequested(f"job {self.job!r}: {self._notice_text()}; not acquiring")
         give_up = None if timeout is None else time.monotonic() + timeout
+        if self.watch_enabled:
+            self.watch.prime()  # a cursor from before the grant: no event is missed
         sent = time.monotonic()
         result = self.client.acquire(
-            self.job, slots=self.slots, ttl=self.ttl, priority=self.priority
+            self.job, slots=self.slots, ttl=self.ttl, priority=self.priority, grace=self.grace
         )
         if result.status == "pending":
             assert result.ticket is not None
@@ -236,7 +362,11 @@ class WorkerAgent:
                             f"job {self.job!r}: ticket {ticket_id} still pending after "
                             f"{timeout} s; the agent withdraws it"
                         )
-                    time.sleep(self.poll_interval)
+                    if self.stop_requested.wait(self.poll_interval):
+                        raise StopRequested(
+                            f"job {self.job!r}: {self._notice_text()} while ticket "
+                            f"{ticket_id} was pending; the agent withdraws it"
+                        )
                     try:
                         sent = time.monotonic()
                         result = self.client.poll(ticket_id)
@@ -248,6 +378,9 @@ class WorkerAgent:
         assert result.lease is not None
         self._start(result.lease, sent)
         return result.lease
+
+    def _notice_text(self) -> str:
+        return "a stop was requested" if self.notice is None else self.notice.describe()
 
     def _withdraw(self, ticket_id: str) -> None:
         """Cancel a ticket we stopped waiting for; release its lease if it was granted.
@@ -288,6 +421,8 @@ class WorkerAgent:
         self._gen = gen
         self.preemption_requested = gen.preemption_requested
         self.lost = gen.lost
+        self.preemption_heard_at = None
+        self.preemption_heard_by = ""
         logger.info(
             "lease acquired",
             extra={
@@ -301,6 +436,8 @@ class WorkerAgent:
             target=self._renew_loop, args=(gen,), name=f"renew-{self.job}", daemon=True
         )
         self._renewer.start()
+        if self.watch_enabled:
+            self.watch.follow(lease.lease_id)
 
     def _renew_loop(self, gen: _Generation) -> None:
         lease = gen.lease
@@ -355,18 +492,10 @@ class WorkerAgent:
                 return
             self.renewals += 1
             gen.deadline = sent + answer.expires_in
-            if answer.preemption_requested and not gen.preemption_requested.is_set():
-                logger.info(
-                    "preemption requested",
-                    extra={
-                        "event": "preemption_requested",
-                        "lease_id": lease.lease_id,
-                        "job": self.job,
-                        "cause": answer.preemption_cause,
-                        "deadline_in": answer.preemption_deadline_in,
-                    },
+            if answer.preemption_requested:
+                self._preemption_heard(
+                    gen, "renewal", answer.preemption_cause, answer.preemption_deadline_in
                 )
-                gen.preemption_requested.set()
             next_due = time.monotonic() + self.renew_interval
             # Woken by a flush meanwhile: come back after the gap, not an interval later.
             if gen.wake.is_set():
@@ -391,6 +520,7 @@ class WorkerAgent:
         )
 
     def _stop_renewer(self) -> None:
+        self.watch.unfollow()
         gen = self._gen
         if gen is not None:
             gen.stop.set()
@@ -399,19 +529,42 @@ class WorkerAgent:
             self._renewer.join(timeout=self.stop_timeout)
         self._renewer = None
 
-    def release(self) -> LeaseView | None:
-        """Stop renewing and release the lease; None if it had already ended."""
+    def release(
+        self, *, work_lost_records: int | None = None, work_lost_seconds: float | None = None
+    ) -> LeaseView | None:
+        """Stop renewing and release the lease; None if it had already ended.
+
+        ``work_lost_*`` report the work done since the last completed checkpoint (the
+        release body); without them the release has no body.
+        """
         self._stop_renewer()
         lease, self.lease = self.lease, None
         if lease is None:
             return None
+        reported = work_lost_records is not None or work_lost_seconds is not None
         try:
-            released = self.client.release(lease.lease_id)
+            try:
+                released = self.client.release(
+                    lease.lease_id,
+                    work_lost_records=work_lost_records,
+                    work_lost_seconds=work_lost_seconds,
+                )
+            except RequestRejected:
+                if not reported:
+                    raise
+                # A server from before work-lost reports takes no release body.
+                released = self.client.release(lease.lease_id)
         except LeaseGone:
             return None
         logger.info(
             "lease released",
-            extra={"event": "lease_released", "lease_id": lease.lease_id, "job": self.job},
+            extra={
+                "event": "lease_released",
+                "lease_id": lease.lease_id,
+                "job": self.job,
+                "work_lost_records": work_lost_records,
+                "work_lost_seconds": work_lost_seconds,
+            },
         )
         return released
 
@@ -425,7 +578,7 @@ class WorkerAgent:
     def run(
         self,
         pipeline: Pipeline,
-        records: Sequence[Any],
+        records: Iterable[Any],
         *,
         checkpoint_every: int,
         final_checkpoint: bool = True,
@@ -434,11 +587,12 @@ class WorkerAgent:
     ) -> RunResult:
         """Run ``pipeline`` over ``records`` under the held lease, and end the lease.
 
-        The pipeline is wired to this agent (observer, lease id, fencing token) and
-        resumed from its newest checkpoint (which fences older holders out) before the
-        first record. It checkpoints every ``checkpoint_every`` records and at the end.
-        Use a fresh pipeline object per lease: a lost run leaves in-memory state that
-        is ahead of its last checkpoint.
+        ``records`` is the whole input from its start (a sequence, or any iterable);
+        the run skips to the resumed position. The pipeline is wired to this agent
+        (observer, lease id, fencing token) and resumed from its newest checkpoint
+        (which fences older holders out) before the first record. It checkpoints every
+        ``checkpoint_every`` records and at the end. Use a fresh pipeline object per
+        lease: a lost run leaves in-memory state that is ahead of its last checkpoint.
         """
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every {checkpoint_every!r} must be at least 1")
@@ -458,7 +612,7 @@ class WorkerAgent:
     def _run(
         self,
         pipeline: Pipeline,
-        records: Sequence[Any],
+        records: Iterable[Any],
         checkpoint_every: int,
         final_checkpoint: bool,
         on_progress: Callable[[int], None] | None,
@@ -469,9 +623,17 @@ class WorkerAgent:
         pipeline.lease_id = lease_id
         pipeline.fencing_token = token
         committed = 0
+        work = _WorkSinceCheckpoint(pipeline.position)
 
         def result(outcome: RunOutcome, detail: str) -> RunResult:
-            return RunResult(outcome, lease_id, token, pipeline.position, committed, detail)
+            lost, seconds = work.lost(pipeline.position)
+            return RunResult(
+                outcome, lease_id, token, pipeline.position, committed, detail, lost, seconds
+            )
+
+        def lost_run() -> RunResult:
+            self.abandon()  # stop at once: nothing more is committed under a lost lease
+            return result(RunOutcome.LOST, self.lost_reason)
 
         try:
             restored = pipeline.resume()
@@ -479,36 +641,42 @@ class WorkerAgent:
             self.abandon()
             return result(RunOutcome.LOST, f"a newer holder fenced the store: {exc}")
         saved_at = -1 if restored is None else restored.position
-        while pipeline.position < len(records):
+        work.saved(pipeline.position)
+        todo = _from_position(records, pipeline.position)
+        while (record := next(todo, _END)) is not _END:
             if self._check_expiry():
-                # Stop at once: nothing more is committed under a lease we no longer hold.
-                self.abandon()
-                return result(RunOutcome.LOST, self.lost_reason)
-            if self.preemption_requested.is_set():
+                return lost_run()
+            if self.preemption_requested.is_set() or self.stop_requested.is_set():
                 wanted = final_checkpoint and pipeline.position > saved_at
-                if wanted and self._checkpoint(pipeline, on_checkpoint) is not None:
+                if wanted:
+                    if self._checkpoint(pipeline, on_checkpoint) is None:
+                        return lost_run()
                     committed += 1
+                    work.saved(pipeline.position)
                 if self._check_expiry():
-                    self.abandon()
-                    return result(RunOutcome.LOST, self.lost_reason)
-                self.release()
+                    return lost_run()
+                lost, seconds = work.lost(pipeline.position)
+                self.release(work_lost_records=lost, work_lost_seconds=seconds)
+                if self.stop_requested.is_set():
+                    return result(RunOutcome.STOPPED, self._notice_text())
                 return result(RunOutcome.PREEMPTED, "preemption requested")
-            pipeline.process([records[pipeline.position]])
+            pipeline.process([record])
+            work.progressed()
             if on_progress is not None:
                 on_progress(pipeline.position)
-            if pipeline.position % checkpoint_every == 0 or pipeline.position == len(records):
+            if pipeline.position % checkpoint_every == 0:
                 checkpoint = self._checkpoint(pipeline, on_checkpoint)
                 if checkpoint is None:
-                    self.abandon()
-                    return result(RunOutcome.LOST, self.lost_reason)
+                    return lost_run()
                 committed += 1
                 saved_at = checkpoint.position
-        if pipeline.position > saved_at:  # empty input, or resumed at the end
+                work.saved(saved_at)
+        if pipeline.position > saved_at:  # the tail, or an empty input never checkpointed
             if self._checkpoint(pipeline, on_checkpoint) is None:
-                self.abandon()
-                return result(RunOutcome.LOST, self.lost_reason)
+                return lost_run()
             committed += 1
-        self.release()
+            work.saved(pipeline.position)
+        self.release(work_lost_records=0, work_lost_seconds=0.0)
         return result(RunOutcome.FINISHED, "input done")
 
     def _checkpoint(
@@ -529,3 +697,36 @@ class WorkerAgent:
         if on_checkpoint is not None:
             on_checkpoint(checkpoint)
         return checkpoint
+
+
+_END = object()
+
+
+def _from_position(records: Iterable[Any], position: int) -> Iterator[Any]:
+    """The input from ``position`` on: by index for a sequence, else by skipping."""
+    if isinstance(records, Sequence):
+        return (records[i] for i in range(position, len(records)))
+    return islice(records, position, None)
+
+
+class _WorkSinceCheckpoint:
+    """Records processed since the last completed checkpoint, and the seconds they took.
+
+    The seconds run from the checkpoint (or the resume) to the end of the last record
+    processed: waiting at a safe point to stop is not work that a resume repeats.
+    """
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self.saved_at = self.last_done = time.monotonic()
+
+    def saved(self, position: int) -> None:
+        self.position = position
+        self.saved_at = self.last_done = time.monotonic()
+
+    def progressed(self) -> None:
+        self.last_done = time.monotonic()
+
+    def lost(self, position: int) -> tuple[int, float]:
+        records = max(0, position - self.position)
+        return records, (self.last_done - self.saved_at) if records else 0.0
