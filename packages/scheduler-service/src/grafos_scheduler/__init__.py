@@ -57,6 +57,7 @@ from ._domain._ticket_wait import WaitReason as WaitReason
 from ._domain._work_lost import WorkLost as WorkLost
 from ._remote._agent import RunOutcome as RunOutcome
 from ._remote._agent import RunResult as RunResult
+from ._remote._agent import StopRequested as StopRequested
 from ._remote._agent import WorkerAgent as WorkerAgent
 from ._remote._client import AuthenticationFailed as AuthenticationFailed
 from ._remote._client import LeaseGone as LeaseGone
@@ -67,6 +68,13 @@ from ._remote._client import SchedulerClient as SchedulerClient
 from ._remote._client import ServiceError as ServiceError
 from ._remote._client import ServiceUnavailable as ServiceUnavailable
 from ._remote._client import TokenConflict as TokenConflict
+from ._remote._notices import Ec2SpotNotices as Ec2SpotNotices
+from ._remote._notices import GcePreemptionNotice as GcePreemptionNotice
+from ._remote._notices import NoticeKind as NoticeKind
+from ._remote._notices import NoticeSource as NoticeSource
+from ._remote._notices import PlatformNotice as PlatformNotice
+from ._remote._notices import SignalNotices as SignalNotices
+from ._remote._watch import LeaseWatch as LeaseWatch
 from ._service._auth import Principal as Principal
 from ._service._auth import TokenConfig as TokenConfig
 from ._service._auth import TokenConfigError as TokenConfigError
@@ -142,8 +150,10 @@ __all__ = [
     "Change",
     "Clock",
     "DuePreemption",
+    "Ec2SpotNotices",
     "EventBatch",
     "FencingTokenMismatch",
+    "GcePreemptionNotice",
     "Hold",
     "InvalidRequest",
     "JobAlreadyLeased",
@@ -157,13 +167,17 @@ __all__ = [
     "LeaseNotActive",
     "LeaseRow",
     "LeaseState",
+    "LeaseWatch",
     "ManualClock",
     "NoHold",
     "NonPreemptibleReason",
     "NotFound",
     "NotLeaseHolder",
+    "NoticeKind",
+    "NoticeSource",
     "PendingPreemption",
     "PermissionDenied",
+    "PlatformNotice",
     "PostgresStore",
     "PreemptionDecision",
     "PreemptionFlushObserver",
@@ -184,7 +198,9 @@ __all__ = [
     "SchedulerStore",
     "ServiceError",
     "ServiceUnavailable",
+    "SignalNotices",
     "SqliteStore",
+    "StopRequested",
     "StoreClosed",
     "StoreConflict",
     "StoreError",

@@ -21,6 +21,7 @@ from ._leases import add_leases_commands, run_leases
 from ._serve import add_serve_command, run_serve
 from ._tickets import add_tickets_commands, run_tickets
 from ._tokens import add_tokens_commands, run_tokens
+from ._worker_command import add_worker_command, run_worker
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +33,7 @@ _RUN: dict[str, Callable[..., int]] = {
     "audit": run_audit,
     "tokens": run_tokens,
     "config": run_config,
+    "worker": run_worker,
 }
 
 
@@ -58,6 +60,7 @@ def build_parser() -> Parser:
     commands.required = True
     add_serve_command(commands)
     add_demo_command(commands)
+    add_worker_command(commands)
     add_leases_commands(commands, Parser)
     add_tickets_commands(commands, Parser)
     add_audit_commands(commands, Parser)
