@@ -341,10 +341,14 @@ def run_worker(args: argparse.Namespace) -> int:
             raise _BadArguments("give the service's URL with --url or GRAFOS_URL")
         token = _read_token(args.token_file)
         build = _load_build(args.pipeline)
+        first = _build(build, args.pipeline)  # the contract is checked before connecting
         sources = _notice_sources(args)
     except _BadArguments as exc:
         print(f"grafos-scheduler: error: worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # build() itself failed: the pipeline's bug, not ours
+        print(f"grafos-scheduler: error: worker: {args.pipeline} failed: {exc!r}", file=sys.stderr)
+        return EXIT_FAILED
     _configure_logging(args.log_level)
     with SchedulerClient(args.url, token) as client:
         agent = WorkerAgent(
@@ -358,7 +362,7 @@ def run_worker(args: argparse.Namespace) -> int:
         )
         try:
             agent.start_notices()  # before anything else: a SIGTERM from now on is a notice
-            return _Worker(args, agent, build).run()
+            return _Worker(args, agent, build, first).run()
         except _BadArguments as exc:
             print(f"grafos-scheduler: error: worker: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -372,10 +376,17 @@ class _Worker:
     first_backoff = 0.2
     max_backoff = 5.0
 
-    def __init__(self, args: argparse.Namespace, agent: WorkerAgent, build: Callable[[], Any]):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        agent: WorkerAgent,
+        build: Callable[[], Any],
+        first: tuple[Sequence[Any], Iterable[Any]],
+    ) -> None:
         self.args = args
         self.agent = agent
         self.build = build
+        self.built: tuple[Sequence[Any], Iterable[Any]] | None = first
         self.tally = _Tally()
         self.backoff = self.first_backoff
         self.unreachable_since: float | None = None
@@ -427,7 +438,9 @@ class _Worker:
                 return self._fail(str(exc))
             self.unreachable_since = None
             try:
-                stages, records = _build(self.build, args.pipeline)
+                # Fresh stages for every lease: a lost run's are ahead of its checkpoint.
+                built, self.built = self.built, None
+                stages, records = built or _build(self.build, args.pipeline)
                 pipeline = Pipeline(args.job, stages, store)
                 result = agent.run(pipeline, records, checkpoint_every=args.checkpoint_every)
             except _BadArguments:
