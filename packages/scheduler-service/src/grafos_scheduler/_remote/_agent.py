@@ -100,6 +100,7 @@ class _Generation:
         self.lost = threading.Event()
         self.preemption_requested = threading.Event()
         self.lost_reason = ""
+        self.last_error = ""  # the renewer's, for the reason a lease was lost
         self.deadline = deadline  # monotonic; see WorkerAgent.local_deadline
 
 
@@ -187,6 +188,10 @@ class WorkerAgent:
         # and by which path ("watch" or "renewal"); for logs, tests and benchmarks.
         self.preemption_heard_at: float | None = None
         self.preemption_heard_by = ""
+        # The running pipeline's work since its last checkpoint; renewals report its age
+        # so that the server counts a forced end's loss from it.
+        self._work: _WorkSinceCheckpoint | None = None
+        self._send_checkpoint_age = True
 
     # -- CheckpointFlushObserver --------------------------------------------------------
 
@@ -299,7 +304,8 @@ class WorkerAgent:
         if event.kind == "preemption_requested":
             self._preemption_heard(gen, "watch", event.cause, event.deadline_in)
         elif event.kind == "lease_ended":
-            self._mark_lost(gen, f"the lease ended on the server ({event.cause or 'no cause'})")
+            how = event.outcome or event.state
+            self._mark_lost(gen, f"the lease ended on the server ({how}){gen.last_error}")
 
     def _preemption_heard(
         self, gen: _Generation, path: str, cause: str | None, deadline_in: float | None
@@ -443,7 +449,7 @@ class WorkerAgent:
         lease = gen.lease
         next_due = time.monotonic() + self.renew_interval
         last_sent = -float("inf")
-        last_error = ""
+        gen.last_error = last_error = ""
         while not gen.stop.is_set():
             gen.wake.wait(timeout=max(0.0, next_due - time.monotonic()))
             if gen.stop.is_set():
@@ -460,18 +466,31 @@ class WorkerAgent:
                 return
             # An answer after the lease ran out is no use: wait no longer than that.
             timeout = max(0.05, remaining - min(0.25, remaining / 4))
+            work = self._work
+            age = None if work is None or not self._send_checkpoint_age else work.age()
             try:
                 # The renewals of every agent on this client share one request.
                 answer = self.client.renew(
-                    lease.lease_id, lease.fencing_token, self.reasons(), timeout=timeout
+                    lease.lease_id,
+                    lease.fencing_token,
+                    self.reasons(),
+                    timeout=timeout,
+                    checkpoint_age=age,
                 )
             except (LeaseGone, TokenConflict) as exc:
                 self._mark_lost(gen, f"renewal refused: {exc.message}")
                 return
+            except RequestRejected as exc:
+                if exc.field != "checkpoint_age" or not self._send_checkpoint_age:
+                    raise
+                # A server from before work-lost accounting: renew without the age.
+                self._send_checkpoint_age = False
+                next_due = time.monotonic()
+                continue
             except Exception as exc:
                 # Unreachable, a 5xx, or an answer we could not read: retry soon, within
                 # the TTL we still hold; the lease is lost once its deadline passes.
-                last_error = f" (last error: {exc!r})"
+                gen.last_error = last_error = f" (last error: {exc!r})"
                 if time.monotonic() >= gen.deadline:
                     self._mark_lost(
                         gen, f"no renewal got through before the lease expired{last_error}"
@@ -608,6 +627,8 @@ class WorkerAgent:
             except ServiceError:
                 self.abandon()
             raise
+        finally:
+            self._work = None
 
     def _run(
         self,
@@ -623,7 +644,7 @@ class WorkerAgent:
         pipeline.lease_id = lease_id
         pipeline.fencing_token = token
         committed = 0
-        work = _WorkSinceCheckpoint(pipeline.position)
+        work = self._work = _WorkSinceCheckpoint(pipeline.position)
 
         def result(outcome: RunOutcome, detail: str) -> RunResult:
             lost, seconds = work.lost(pipeline.position)
@@ -726,6 +747,10 @@ class _WorkSinceCheckpoint:
 
     def progressed(self) -> None:
         self.last_done = time.monotonic()
+
+    def age(self) -> float:
+        """Seconds since the last completed checkpoint (or the resume)."""
+        return max(0.0, time.monotonic() - self.saved_at)
 
     def lost(self, position: int) -> tuple[int, float]:
         records = max(0, position - self.position)
