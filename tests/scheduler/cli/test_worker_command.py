@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from grafos_pipeline import DirectorySink
 from grafos_scheduler import BackgroundServer, SchedulerClient, TokenConfig
 from support.internals import cli_main as main
 from support.metadata_servers import Ec2Metadata, GceMetadata, ec2_metadata, gce_metadata
@@ -67,8 +68,10 @@ def assert_stopped_cleanly(
     return position
 
 
-def assert_second_worker_finishes(workers: Workers, admin: SchedulerClient, job: str) -> None:
-    code, out, err = finish(workers.start(job, "--checkpoint-every", "25", records=RECORDS))
+def assert_second_worker_finishes(
+    workers: Workers, admin: SchedulerClient, job: str, *extra: str
+) -> None:
+    code, out, err = finish(workers.start(job, "--checkpoint-every", "25", *extra, records=RECORDS))
     assert code == 0, err
     assert summary(out)["how"] == "done"
     assert output(workers.checkpoint_dir, job) == (RECORDS, expected_output(job, RECORDS))
@@ -97,8 +100,16 @@ def test_an_uninterrupted_run_exits_0_with_the_whole_output(
 def test_sigterm_checkpoints_releases_before_the_deadline_and_exits_75(
     workers: Workers, admin: SchedulerClient
 ) -> None:
+    out_dir = str(workers.checkpoint_dir.parent / "output")
     first = workers.start(
-        "job-term", "--checkpoint-every", "25", "--signal-deadline", "10", records=RECORDS
+        "job-term",
+        "--checkpoint-every",
+        "25",
+        "--signal-deadline",
+        "10",
+        "--output-dir",
+        out_dir,
+        records=RECORDS,
     )
     wait_for(checkpointed(workers, "job-term", 25), "the first checkpoint")
     sent = time.monotonic()
@@ -107,8 +118,12 @@ def test_sigterm_checkpoints_releases_before_the_deadline_and_exits_75(
     took = time.monotonic() - sent
     assert code == 75, err
     assert took < 10, took  # inside --signal-deadline
-    assert_stopped_cleanly(workers, admin, "job-term", out, "signal (SIGTERM")
-    assert_second_worker_finishes(workers, admin, "job-term")
+    stopped_at = assert_stopped_cleanly(workers, admin, "job-term", out, "signal (SIGTERM")
+    expected = expected_output("job-term", RECORDS)
+    assert DirectorySink(out_dir).read("job-term") == expected[:stopped_at]
+    assert_second_worker_finishes(workers, admin, "job-term", "--output-dir", out_dir)
+    # Through the sink too: every record's output exactly once, in order.
+    assert DirectorySink(out_dir).read("job-term") == expected
 
 
 def test_sigint_is_a_notice_too(workers: Workers, admin: SchedulerClient) -> None:

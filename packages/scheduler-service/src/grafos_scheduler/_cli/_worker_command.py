@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from grafos_pipeline import CheckpointError, DirectoryCheckpointStore, Pipeline
+from grafos_pipeline import CheckpointError, DirectoryCheckpointStore, DirectorySink, Pipeline
 
 from .._domain._errors import InvalidRequest
 from .._domain._limits import check_name, check_priority, check_seconds, check_slots, check_ttl
@@ -150,6 +150,10 @@ def add_worker_command(commands: Any) -> None:
         help="package.module:build; build() returns (stages, records over the whole input)",
     )
     worker.add_argument("--checkpoint-dir", required=True, help="DirectoryCheckpointStore path")
+    worker.add_argument(
+        "--output-dir",
+        help="write the last stage's output, exactly once, through a DirectorySink here",
+    )
     worker.add_argument(
         "--checkpoint-every",
         type=_typed(_at_least_one, _integer),
@@ -441,7 +445,8 @@ class _Worker:
                 # Fresh stages for every lease: a lost run's are ahead of its checkpoint.
                 built, self.built = self.built, None
                 stages, records = built or _build(self.build, args.pipeline)
-                pipeline = Pipeline(args.job, stages, store)
+                sink = None if args.output_dir is None else DirectorySink(args.output_dir)
+                pipeline = Pipeline(args.job, stages, store, sink=sink)
                 result = agent.run(pipeline, records, checkpoint_every=args.checkpoint_every)
             except _BadArguments:
                 raise
