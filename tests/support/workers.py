@@ -14,9 +14,9 @@ import pytest
 
 TESTS = Path(__file__).resolve().parents[1]  # the folder that holds `support`
 SUMMARY = re.compile(
-    r"job '(?P<job>[^']+)' (?P<how>.+) at position (?P<position>\d+): (?P<leases>\d+) leases, "
-    r"(?P<preemptions>\d+) preemptions, (?P<lost>\d+) lost leases, (?P<checkpoints>\d+) "
-    r"checkpoints, work lost (?P<records>\d+) records (?P<seconds>[0-9.]+) s"
+    r"job '(?P<job>[^']+)' (?P<how>.+) at position (?P<position>\d+): (?P<leases>\d+) leases?, "
+    r"(?P<preemptions>\d+) preemptions?, (?P<lost>\d+) lost leases?, (?P<checkpoints>\d+) "
+    r"checkpoints?, work lost (?P<records>\d+) records? (?P<seconds>[0-9.]+) s"
 )
 
 

@@ -154,6 +154,17 @@ def test_every_operations_command_runs(tmp_path: Path) -> None:
     ]
     assert len(toml) == 1, "the README's grafos.toml example"
     (tmp_path / "grafos.toml").write_text("\n".join(toml[0]) + "\n")
+    # A Python block introduced by "`name.py`:" is a module a command imports.
+    text = README.read_text(encoding="utf-8")
+    modules = {
+        named[1]: block[2]
+        for block in _BLOCK.finditer(text)
+        if block[1] == "python"
+        and (named := re.search(r"`(\w+\.py)`:\s*\Z", text[: block.start()]))
+    }
+    assert "squares.py" in modules, "the worker example's pipeline module"
+    for name, source in modules.items():
+        (tmp_path / name).write_text(source)
     (tmp_path / "hook.py").write_text(HOOK)
     port = _free_port()
     script = [PRELUDE, "trap __stop_serve EXIT"]
@@ -190,6 +201,8 @@ def test_every_operations_command_runs(tmp_path: Path) -> None:
     assert "audit chain verifies" in out
     assert "and holds the exported head" in out
     assert "file grafos.toml" in out  # config show names each value's source
+    assert "job 'squares' done at position 10000" in out  # both workers
+    assert "[99980001, 333283335000]" in out  # the output, exactly once
     assert '"capacity": "environment GRAFOS_CAPACITY"' in log  # the second serve's
 
 

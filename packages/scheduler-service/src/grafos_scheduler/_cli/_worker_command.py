@@ -49,6 +49,7 @@ from .._remote._notices import (
     NoticeSource,
     SignalNotices,
 )
+from ._logging import configure_logging
 
 __all__ = ["EXIT_NOTICE", "add_worker_command", "run_worker"]
 
@@ -258,10 +259,15 @@ class _Tally:
     def line(self, job: str, how: str) -> str:
         return (
             f"grafos-scheduler worker: job {job!r} {how} at position {self.position}: "
-            f"{self.leases} leases, {self.preemptions} preemptions, {self.lost} lost leases, "
-            f"{self.checkpoints} checkpoints, work lost {self.work_lost_records} records "
+            f"{_count(self.leases, 'lease')}, {_count(self.preemptions, 'preemption')}, "
+            f"{_count(self.lost, 'lost lease')}, {_count(self.checkpoints, 'checkpoint')}, "
+            f"work lost {_count(self.work_lost_records, 'record')} "
             f"{self.work_lost_seconds:.3f} s"
         )
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _read_token(path: str | None) -> str:
@@ -328,16 +334,6 @@ def _notice_sources(args: argparse.Namespace) -> list[NoticeSource]:
     return sources
 
 
-def _configure_logging(level: str) -> None:
-    from ._logging import JsonLogFormatter
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
 def run_worker(args: argparse.Namespace) -> int:
     """Run the ``worker`` command; returns the exit status."""
     try:
@@ -353,7 +349,7 @@ def run_worker(args: argparse.Namespace) -> int:
     except Exception as exc:  # build() itself failed: the pipeline's bug, not ours
         print(f"grafos-scheduler: error: worker: {args.pipeline} failed: {exc!r}", file=sys.stderr)
         return EXIT_FAILED
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     with SchedulerClient(args.url, token) as client:
         agent = WorkerAgent(
             client,
