@@ -35,7 +35,7 @@ def add_demo_command(commands: Any) -> None:
         help="directory for the store, checkpoints and logs (default: a new temporary one)",
     )
     demo.add_argument(
-        "--workers", type=positive_int, default=None, help="low-priority jobs (default: 3)"
+        "--workers", type=positive_int, default=None, help="low-priority jobs (default: 4)"
     )
     demo.add_argument(
         "--max-defer",

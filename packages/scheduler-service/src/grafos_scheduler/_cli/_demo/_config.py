@@ -8,9 +8,13 @@ import attrs
 
 __all__ = ["ROLES", "URGENT", "DemoConfig", "WorkerSpec"]
 
-# "fast" flushes with an fsync only, "steady" with a short delay, "slow-disk" with a
-# flush that outlasts max_defer, so its preemption is forced.
-ROLES = ("steady", "slow-disk", "fast")
+# The four kinds of preemption, side by side: "fast" flushes with an fsync only, so it
+# is preempted at once (grace 0) and loses the work since its last checkpoint;
+# "steady" flushes with a short delay, so a preemption that lands in a flush waits for
+# it; "slow-disk" flushes for longer than max_defer, so its preemption is forced;
+# "graceful" asks for a grace window, so it checkpoints and releases on request
+# (cooperative), losing nothing.
+ROLES = ("steady", "slow-disk", "fast", "graceful")
 URGENT = "urgent"
 
 
@@ -19,7 +23,7 @@ class DemoConfig:
     """Every knob of the demo; :meth:`for_size` gives the presets."""
 
     directory: str | None = None
-    workers: int = 3
+    workers: int = 4
     records: int = 400
     urgent_records: int = 200
     checkpoint_every: int = 40
@@ -38,7 +42,7 @@ class DemoConfig:
     def for_size(cls, size: str) -> DemoConfig:
         if size == "small":
             return cls(
-                workers=2,
+                workers=4,
                 records=120,
                 urgent_records=40,
                 checkpoint_every=15,
@@ -70,6 +74,15 @@ class DemoConfig:
         return max(0.5, self.slow_flush - self.max_defer - 1.0)
 
     @property
+    def grace(self) -> float:
+        """The graceful role's window: as long as the server allows (max_defer)."""
+        return self.max_defer
+
+    @property
+    def has_graceful(self) -> bool:
+        return self.workers >= 4 and self.grace > 0  # ROLES[3] is "graceful"
+
+    @property
     def has_slow_disk(self) -> bool:
         return self.workers >= 2  # ROLES[1] is "slow-disk"
 
@@ -96,3 +109,4 @@ class WorkerSpec:
     checkpoint_dir: str
     output_dir: str
     log_dir: str
+    grace: float = 0.0  # seconds a preemption waits for the final checkpoint and release

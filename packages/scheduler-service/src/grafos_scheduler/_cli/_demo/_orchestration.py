@@ -5,11 +5,12 @@
 2. Low-priority worker *processes* run pipelines over a finite input, checkpointing every
    K records to a ``DirectoryCheckpointStore``. Their flushes take different times:
    "fast" (fsync only), "steady" (a short flush) and "slow-disk" (a flush longer than
-   ``max_defer``).
+   ``max_defer``); "graceful" asked for a grace window at acquire.
 3. As soon as a slow-disk flush is in flight (and the service knows it), a high-priority
    job asks for every slot. The scheduler preempts the low-priority leases: at once when
-   no flush is in flight, deferred while one is, and forced at ``max_defer`` for the
-   slow-disk flush, which outlasts it.
+   no flush is in flight, deferred while one is, forced at ``max_defer`` for the
+   slow-disk flush, which outlasts it, and cooperatively for the graceful one, whose
+   worker hears of it through its watch, checkpoints and releases, losing nothing.
 4. The preempted jobs wait for a lease, then resume from their checkpoints with new
    leases and higher fencing tokens.
 5. Verification (``_verification``) and the summary (``_summary``) follow; the exit
@@ -235,6 +236,7 @@ class _Run:
             checkpoint_dir=str(checkpoint_dir),
             output_dir=str(checkpoint_dir.parent / "output"),
             log_dir=str(self.directory),
+            grace=config.grace if role == "graceful" else 0.0,
         )
 
     def orchestrate(self, processes: list[Any], checkpoint_dir: Path) -> bool:

@@ -1,5 +1,5 @@
-"""The demo's closing report: per job leases, tokens, preemptions and checkpoints, and
-every preemption as the audit log recorded it."""
+"""The demo's closing report: per job leases, tokens, the four kinds of preemption, the
+work lost and checkpoints, and every preemption as the audit log recorded it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ._verification import ENDS, audit_by_lease
 
 __all__ = ["summary_lines"]
 
-HEAD = ("job", "role", "leases", "tokens", "immediate", "deferred", "forced", "ckpts")
+HEAD = ("job", "role", "leases", "tokens", "immed", "defer", "forced", "coop", "lost", "ckpts")
 
 
 def summary_lines(scheduler: Scheduler, views: dict[str, JobView], start: float) -> list[str]:
@@ -22,11 +22,17 @@ def summary_lines(scheduler: Scheduler, views: dict[str, JobView], start: float)
     seconds since ``start`` (wall clock: the display's start, as in its event lines)."""
     _, by_lease = audit_by_lease(scheduler)
     stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    lost: dict[str, float] = defaultdict(float)  # seconds of work lost, per job
     stories: list[str] = []
     for lease_id, lease_records in by_lease.items():
         job = lease_records[0].job or "-"
         kinds = [r.kind for r in lease_records]
-        if AuditKind.PREEMPTION_FORCED.value in kinds:
+        end = next((r for r in lease_records if r.kind in ENDS), None)
+        if end is not None:
+            lost[job] += float(end.data.get("work_lost_seconds") or 0.0)
+        if AuditKind.PREEMPTION_COOPERATIVE.value in kinds:
+            stats[job]["coop"] += 1
+        elif AuditKind.PREEMPTION_FORCED.value in kinds:
             stats[job]["forced"] += 1
         elif AuditKind.PREEMPTION_DEFERRED.value in kinds:
             stats[job]["deferred"] += 1
@@ -58,6 +64,8 @@ def summary_lines(scheduler: Scheduler, views: dict[str, JobView], start: float)
                 str(s["immediate"]),
                 str(s["deferred"]),
                 str(s["forced"]),
+                str(s["coop"]),
+                f"{lost[job]:.2f}s",
                 str(view.checkpoints),
             ]
         )
@@ -65,8 +73,10 @@ def summary_lines(scheduler: Scheduler, views: dict[str, JobView], start: float)
     lines = [" ".join(h.ljust(w) for h, w in zip(HEAD, widths, strict=True)).rstrip()]
     lines.append(" ".join("-" * w for w in widths))
     lines += [" ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.append("(preemptions: immediate = no flush in flight; deferred = waited for a flush;")
-    lines.append(" forced = the flush outlasted max_defer; ckpts = checkpoints committed)")
+    lines.append("(preemptions: immed = at once, no flush in flight; defer = waited for a")
+    lines.append(" flush; forced = the flush outlasted max_defer; coop = in its grace window")
+    lines.append(" the worker checkpointed and released; lost = work lost, seconds since the")
+    lines.append(" last checkpoint at each end; ckpts = checkpoints committed)")
     if stories:
         lines.append("preemptions, from the audit log (seconds into the run):")
         lines += stories

@@ -24,12 +24,19 @@ ENDS = frozenset(
     for k in (
         AuditKind.PREEMPTION_EXECUTED,
         AuditKind.PREEMPTION_FORCED,
+        AuditKind.PREEMPTION_COOPERATIVE,
         AuditKind.RELEASE,
         AuditKind.EXPIRE,
         AuditKind.FENCE,
     )
 )
-_PREEMPTED = frozenset({AuditKind.PREEMPTION_EXECUTED.value, AuditKind.PREEMPTION_FORCED.value})
+_PREEMPTED = frozenset(
+    {
+        AuditKind.PREEMPTION_EXECUTED.value,
+        AuditKind.PREEMPTION_FORCED.value,
+        AuditKind.PREEMPTION_COOPERATIVE.value,
+    }
+)
 
 
 def audit_by_lease(scheduler: Scheduler) -> tuple[list[AuditRecord], dict[int, list[AuditRecord]]]:
@@ -108,6 +115,8 @@ def verify(
     verdicts.append(_deferrals(config, by_lease))
     if config.has_slow_disk:
         verdicts.append(_forced(config, views, by_lease))
+    if config.has_graceful:
+        verdicts.append(_cooperative(config, views, by_lease))
     result = scheduler.audit.verify()
     verdicts.append(
         (
@@ -173,3 +182,30 @@ def _forced(
             f"{config.max_defer}s: {len(forced)} preemption(s) forced ({', '.join(forced)})",
         )
     return False, "no forced preemption: the slow-disk flush never outlasted max_defer"
+
+
+def _cooperative(
+    config: DemoConfig, views: dict[str, JobView], by_lease: dict[int, list[AuditRecord]]
+) -> tuple[bool, str]:
+    """The graceful job's preemptions were cooperative: checkpoint, release, 0 lost."""
+    graceful = {job for job, view in views.items() if view.role == "graceful"}
+    ends = [
+        records[-1]
+        for records in by_lease.values()
+        if records[0].job in graceful
+        and any(r.kind == AuditKind.PREEMPTION_REQUESTED.value for r in records)
+    ]
+    cooperative = [r for r in ends if r.kind == AuditKind.PREEMPTION_COOPERATIVE.value]
+    lossless = [
+        r
+        for r in cooperative
+        if r.data.get("work_lost_records") == 0 and r.data.get("work_lost_seconds") == 0
+    ]
+    if ends and len(lossless) == len(ends):
+        return (
+            True,
+            f"within a {config.grace:g}s grace window, {len(ends)} preemption(s) cooperative: "
+            "the worker checkpointed and released, 0 records lost",
+        )
+    kinds = ", ".join(r.kind for r in ends) or "none requested"
+    return False, f"the graceful job's preemptions were not all cooperative and lossless: {kinds}"

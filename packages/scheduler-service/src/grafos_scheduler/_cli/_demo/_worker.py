@@ -53,6 +53,7 @@ def _worker(spec: WorkerSpec, events: Any, go: Any) -> None:
         ttl=spec.ttl,
         priority=spec.priority,
         poll_interval=0.05,
+        grace=spec.grace,
     )
     store = DirectoryCheckpointStore(spec.checkpoint_dir)
     sink = DirectorySink(spec.output_dir)
