@@ -2,8 +2,8 @@
 
 It runs in a spawned process and imports only the light half of grafos_scheduler
 (``SchedulerClient``, ``WorkerAgent``). Events go to the parent over a queue as tuples:
-``("waiting", job)``, ``("lease", job, lease_id, token)``, ``("progress", job, n)``,
-``("flush", job)``, ``("checkpoint", job, seq, position)``,
+``("ready", job)``, ``("waiting", job)``, ``("lease", job, lease_id, token)``,
+``("progress", job, n)``, ``("flush", job)``, ``("checkpoint", job, seq, position)``,
 ``("stopped", job, outcome, position, detail)``, ``("done", job)`` and
 ``("error", job, message, traceback)``.
 """
@@ -43,8 +43,8 @@ def _worker(spec: WorkerSpec, events: Any, go: Any) -> None:
     )
     # One line per HTTP request would bury the agent's own decisions.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if go is not None:
-        go.wait()
+    events.put(("ready", spec.job))  # imported and set up: waits for its start signal
+    go.wait()
     client = SchedulerClient(spec.url, spec.token, timeout=10.0)
     agent = WorkerAgent(
         client,
