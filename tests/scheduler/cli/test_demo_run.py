@@ -21,10 +21,17 @@ def test_the_default_demo_forces_a_preemption_and_reports_every_step(tmp_path: P
     forced = re.search(r"\[ok\] a slow-disk flush .* (\d+) preemption\(s\) forced", out)
     assert forced is not None, out
     assert int(forced[1]) >= 1
+    cooperative = re.search(r"\[ok\] within a .* (\d+) preemption\(s\) cooperative", out)
+    assert cooperative is not None, out
+    assert int(cooperative[1]) >= 1
+    graceful = re.search(r"^ingest-4 +graceful .* (\d+\.\d+)s +\d+$", out, re.MULTILINE)
+    assert graceful is not None, out
+    assert float(graceful[1]) == 0.0  # the grace allowed it: nothing lost
     with sqlite3.connect(directory / "scheduler.db") as conn:
         kinds = [r[0] for r in conn.execute("SELECT kind FROM audit ORDER BY seq")]
         grants = conn.execute("SELECT COUNT(*) FROM audit WHERE kind = 'grant'").fetchone()[0]
     assert "preemption_forced" in kinds
+    assert "preemption_cooperative" in kinds
     # Every grant is in the output: the first of each job and every resume.
     assert out.count("granted, fencing token") + out.count("resumed with a new lease") == grants
     # The forced preemption's story, from the audit log (wrapped lines joined).
