@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from grafos_pipeline import CheckpointError, DirectoryCheckpointStore, DirectorySink, Pipeline
+from grafos_pipeline import DirectoryCheckpointStore, DirectorySink, Pipeline
 
 from .._domain._errors import InvalidRequest
 from .._domain._limits import check_name, check_priority, check_seconds, check_slots, check_ttl
@@ -448,7 +448,7 @@ class _Worker:
                 raise
             except ServiceError as exc:
                 return self._fail(str(exc))
-            except (CheckpointError, Exception) as exc:  # a stage, the store, build()
+            except Exception as exc:  # a stage, the store, build()
                 logger.error(
                     "pipeline failed",
                     exc_info=True,

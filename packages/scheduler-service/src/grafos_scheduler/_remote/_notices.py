@@ -185,6 +185,15 @@ def _parse_utc(text: str) -> float | None:
     return moment.timestamp()
 
 
+def _json_object(response: httpx.Response) -> dict[str, object]:
+    """The answer's JSON object; {} for anything else (the notice still counts)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 class _PollingSource:
     """A background thread that polls until it has delivered its notice or is stopped."""
 
@@ -316,7 +325,7 @@ class Ec2SpotNotices(_PollingSource):
     def _poll(self, http: httpx.Client) -> PlatformNotice | None:
         response = self._get(http, "/latest/meta-data/spot/instance-action")
         if response.status_code == 200:
-            body = response.json()
+            body = _json_object(response)
             action, when = str(body.get("action", "")), str(body.get("time", ""))
             received = time.monotonic()
             wall = _parse_utc(when)
@@ -333,7 +342,7 @@ class Ec2SpotNotices(_PollingSource):
             return None
         response = self._get(http, "/latest/meta-data/events/recommendations/rebalance")
         if response.status_code == 200:
-            body = response.json()
+            body = _json_object(response)
             received = time.monotonic()
             due = None if self.rebalance_deadline is None else received + self.rebalance_deadline
             return PlatformNotice(

@@ -124,10 +124,8 @@ class LeaseWatch:
     def _loop(self) -> None:
         delay = self.retry_delay
         while True:
-            with self._lock:
-                if self._closed or self._lease_id is None:
-                    self._thread = None  # follow() starts a new thread from here on
-                    return
+            if self._ending():
+                return
             self._ready.set()
             try:
                 answer = self.client.watch(self.cursor, timeout=self.poll_timeout)
@@ -145,7 +143,9 @@ class LeaseWatch:
             except (AuthenticationFailed, PermissionDenied) as exc:
                 self._stop(f"the watch is not allowed ({exc.status} {exc.code})")
                 return
-            except ServiceError as exc:
+            except Exception as exc:  # unreachable, a 5xx, or the client closed under us
+                if self._ending():
+                    return
                 logger.warning(
                     "watch poll failed",
                     extra={"event": "watch_failed", "error": repr(exc)[:200]},
@@ -157,6 +157,14 @@ class LeaseWatch:
             self.cursor = answer.cursor
             for event in answer.events:
                 self._deliver(event)
+
+    def _ending(self) -> bool:
+        """True, and the thread forgotten, once nothing is followed or the watch closed."""
+        with self._lock:
+            if self._closed or self._lease_id is None:
+                self._thread = None  # follow() starts a new thread from here on
+                return True
+            return False
 
     def _stop(self, why: str) -> None:
         self._unavailable(f"{why}; notice comes with renewals")
