@@ -56,7 +56,9 @@ def test_preemption_during_a_reported_flush_is_deferred_then_cooperative(
 def test_run_stops_without_committing_again_after_a_410(
     alice: SchedulerClient, admin: SchedulerClient
 ) -> None:
-    agent = WorkerAgent(alice, "job-410", ttl=5.0, renew_interval=0.05)
+    # The renewal's 410 is the path under test: no watch to hear of the fence first
+    # (test_agent_watch.py has the watch's own test of an end).
+    agent = WorkerAgent(alice, "job-410", ttl=5.0, renew_interval=0.05, watch=False)
     lease = agent.acquire(timeout=10)
     fenced_at: list[int] = []
 
