@@ -93,7 +93,7 @@ def test_a_lease_ended_on_the_server_stops_the_run_at_once(
         thread.join(10)
     (result,) = results
     assert result.outcome is RunOutcome.LOST
-    assert "ended on the server (fence)" in result.detail
+    assert "ended on the server: an operator fenced it" in result.detail
 
 
 def test_work_lost_without_a_final_checkpoint_is_counted_exactly(

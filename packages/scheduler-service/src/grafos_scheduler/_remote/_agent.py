@@ -304,8 +304,8 @@ class WorkerAgent:
         if event.kind == "preemption_requested":
             self._preemption_heard(gen, "watch", event.cause, event.deadline_in)
         elif event.kind == "lease_ended":
-            how = event.outcome or event.state
-            self._mark_lost(gen, f"the lease ended on the server ({how}){gen.last_error}")
+            how = _ENDED_HOW.get(event.outcome or "", event.outcome or event.state)
+            self._mark_lost(gen, f"the lease ended on the server: {how}{gen.last_error}")
 
     def _preemption_heard(
         self, gen: _Generation, path: str, cause: str | None, deadline_in: float | None
@@ -721,6 +721,16 @@ class WorkerAgent:
 
 
 _END = object()
+
+# A watch's lease_ended outcome (the audit kind of the end), in words for the reason.
+_ENDED_HOW = {
+    "expire": "it expired",
+    "fence": "an operator fenced it",
+    "release": "it was released",
+    "preemption_executed": "it was preempted",
+    "preemption_forced": "its preemption was forced",
+    "preemption_cooperative": "it was preempted after its release",
+}
 
 
 def _from_position(records: Iterable[Any], position: int) -> Iterator[Any]:
