@@ -185,7 +185,7 @@ def test_no_arguments_print_usage_and_the_commands() -> None:
     assert result.returncode == 2
     err = result.stderr
     assert err.startswith("usage: grafos-scheduler")
-    for command in ("serve", "demo", "leases", "tickets", "audit", "tokens", "config"):
+    for command in ("serve", "demo", "worker", "leases", "tickets", "audit", "tokens", "config"):
         assert f"\n  {command} " in err, err
     assert err.strip().splitlines()[-1].startswith("grafos-scheduler: error:")
 

@@ -14,7 +14,16 @@ from support.internals import cli_main as main
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["serve"], ["demo"], ["audit"], ["audit", "verify"], ["leases"], ["leases", "list"]],
+    [
+        [],
+        ["serve"],
+        ["demo"],
+        ["audit"],
+        ["audit", "verify"],
+        ["leases"],
+        ["leases", "list"],
+        ["worker"],
+    ],
 )
 def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
