@@ -416,6 +416,7 @@ class _Worker:
         while True:
             if agent.stop_requested.is_set():
                 return self._stopped()
+            attempt_started = time.monotonic()
             try:
                 agent.acquire()
             except StopRequested:
@@ -429,7 +430,7 @@ class _Worker:
                     return self._stopped()
                 continue
             except ServiceUnavailable as exc:
-                if self._gave_up():
+                if self._gave_up(attempt_started):
                     return self._fail(f"the service is unreachable: {exc}")
                 if not self._pause():
                     return self._stopped()
@@ -468,9 +469,11 @@ class _Worker:
             if not self._pause():
                 return self._stopped()
 
-    def _gave_up(self) -> bool:
+    def _gave_up(self, attempt_started: float) -> bool:
+        # Counted from the start of the first call that failed: one call alone may take
+        # the client's whole timeout trying every replica.
         now = time.monotonic()
         if self.unreachable_since is None:
-            self.unreachable_since = now
+            self.unreachable_since = attempt_started
         give_up: float = self.args.give_up_after
         return now - self.unreachable_since >= give_up
