@@ -318,6 +318,45 @@ class LeaseBook:
         )
         return Change(updated_leases=(renewed,))
 
+    def renew_in_memory(
+        self, row: LeaseRow, now: float, wall: float, checkpoint_wall: float | None = None
+    ) -> LeaseRow:
+        """:meth:`renew` and :meth:`apply` at once, for the hot path: a renewal changes
+        the expiry (and the checkpoint time) of an ACTIVE row and nothing else."""
+        # Positional (the field order of LeaseRow): a third faster than keywords here.
+        renewed = LeaseRow(
+            row.lease_id,
+            row.job,
+            row.holder,
+            row.priority,
+            row.slots,
+            row.ttl,
+            row.fencing_token,
+            row.state,
+            self.epoch,
+            row.granted_at,
+            now + row.ttl,  # expires_at
+            row.granted_wall,
+            wall + row.ttl,  # expires_wall
+            row.ticket_id,
+            row.ended_wall,
+            row.preempt_cause,
+            row.preempt_requested_wall,
+            row.preempt_deadline_wall,
+            row.end_cause,
+            row.hold_reason,
+            row.hold_set_wall,
+            row.hold_expires_at,
+            row.hold_expires_wall,
+            row.grace,
+            row.checkpoint_wall if checkpoint_wall is None else checkpoint_wall,
+            row.work_lost_records,
+            row.work_lost_seconds,
+        )
+        self.active[row.lease_id] = renewed
+        heapq.heappush(self._expiry, (renewed.expires_at, row.lease_id))
+        return renewed
+
     def end(
         self,
         row: LeaseRow,

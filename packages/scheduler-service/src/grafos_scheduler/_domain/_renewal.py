@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import attrs
 
 from .._domain._lease import Lease
@@ -17,4 +19,14 @@ class Renewal:
     """
 
     lease: Lease
+    pending: PendingPreemption | None
+
+
+class Renewed(NamedTuple):
+    """A renewal's outcome with no :class:`Lease` built for it: what a batch renewal
+    answers with, a thousand at a time (:meth:`Scheduler.renew_expiries`)."""
+
+    lease_id: int
+    fencing_token: int
+    expires_at: float  # on the scheduler's monotonic clock
     pending: PendingPreemption | None

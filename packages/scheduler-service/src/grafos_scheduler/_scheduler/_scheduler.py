@@ -63,7 +63,7 @@ from .._domain._preemption import (
     PreemptionManager,
     PreemptionOutcome,
 )
-from .._domain._renewal import Renewal
+from .._domain._renewal import Renewal, Renewed
 from .._domain._rows import LeaseRow, TicketRow
 from .._domain._ticket_wait import TicketWait
 from .._domain._work_lost import WorkLost
@@ -851,6 +851,18 @@ class Scheduler:
         holder: str | None,
         checkpoint_age: float | None = None,
     ) -> Lease:
+        return self._read.lease(
+            self._renew_row_locked(lease_id, fencing_token, reported, holder, checkpoint_age)
+        )
+
+    def _renew_row_locked(
+        self,
+        lease_id: int,
+        fencing_token: int,
+        reported: frozenset[NonPreemptibleReason] | None,
+        holder: str | None,
+        checkpoint_age: float | None = None,
+    ) -> LeaseRow:
         self._check_open()
         row = self._active_row(lease_id, holder)
         now, wall = self._now()
@@ -865,18 +877,17 @@ class Scheduler:
             reported_at = max(now - checkpoint_age, row.granted_at)
             flushed = reported_at if flushed is None else max(flushed, reported_at)
         checkpoint_wall = None if flushed is None else wall - (now - flushed)
-        change = self._book.renew(row, now, wall, checkpoint_wall)
         # In memory only, as etcd keeps its keepalives: nothing durable per renewal.
         # The executor checkpoints the new expiries (and checkpoint times), and a
         # restart gives every ACTIVE lease a fresh TTL, so no holder told "renewed"
         # loses its lease early.
-        self._book.apply(change)
+        renewed = self._book.renew_in_memory(row, now, wall, checkpoint_wall)
         self._renewed.add(lease_id)
         if reported is not None:
             self.manager.report_reasons(lease_id, reported)
         if checkpoint_age is not None and flushed is not None:
             self.manager.note_checkpoint(lease_id, flushed)
-        return self._read.lease(change.updated_leases[0])
+        return renewed
 
     def renew(
         self,
@@ -954,6 +965,40 @@ class Scheduler:
         bad entry never fails the others. 1 to :data:`MAX_BATCH_RENEWALS` entries;
         ``wait`` as for :meth:`renew_lease`.
         """
+        return [
+            r if isinstance(r, SchedulerError) else Renewal(self._read.lease(r[0]), r[1])
+            for r in self._renew_batch(renewals, holder, wait)
+        ]
+
+    def renew_expiries(
+        self,
+        renewals: Sequence[
+            tuple[int, int, Iterable[NonPreemptibleReason] | None]
+            | tuple[int, int, Iterable[NonPreemptibleReason] | None, float | None]
+        ],
+        *,
+        holder: str | None = None,
+        wait: bool = True,
+    ) -> list[Renewed | SchedulerError]:
+        """:meth:`renew_many`, answering each lease with a :class:`Renewed` (its id,
+        token, new expiry and pending preemption) instead of a whole :class:`Lease`:
+        the batch renewal's hot path."""
+        return [
+            r
+            if isinstance(r, SchedulerError)
+            else Renewed(r[0].lease_id, r[0].fencing_token, r[0].expires_at, r[1])
+            for r in self._renew_batch(renewals, holder, wait)
+        ]
+
+    def _renew_batch(
+        self,
+        renewals: Sequence[
+            tuple[int, int, Iterable[NonPreemptibleReason] | None]
+            | tuple[int, int, Iterable[NonPreemptibleReason] | None, float | None]
+        ],
+        holder: str | None,
+        wait: bool,
+    ) -> list[tuple[LeaseRow, PendingPreemption | None] | SchedulerError]:
         kind: object = renewals  # checked at run time, whatever the annotation says
         if isinstance(kind, str | bytes) or not isinstance(kind, Sequence):
             raise InvalidRequest(f"renewals {renewals!r} is not a sequence of entries")
@@ -981,23 +1026,24 @@ class Scheduler:
                         "[, checkpoint_age])"
                     )
                 )
-        results: list[Renewal | SchedulerError] = []
+        results: list[tuple[LeaseRow, PendingPreemption | None] | SchedulerError] = []
         with self._decide(wait=wait):
             self._check_open()
-            manager = self.manager
+            pending = self.manager.pending
+            renew = self._renew_row_locked
             for item in checked:
                 if isinstance(item, SchedulerError):
                     results.append(item)
                     continue
                 lease_id, token, reported, age = item
                 try:
-                    lease = self._renew_locked(lease_id, token, reported, holder, age)
+                    row = renew(lease_id, token, reported, holder, age)
                 except SchedulerError as exc:
                     if isinstance(exc, StoreFailed):
                         raise
                     results.append(exc)
                 else:
-                    results.append(Renewal(lease, manager.pending(lease_id)))
+                    results.append((row, pending(lease_id)))
         return results
 
     def release(

@@ -24,6 +24,7 @@ from ._body import parse_request_body
 from ._dashboard import dashboard_routes
 from ._durability import DurabilityWaiter
 from ._errors import ON_STORE_FAILED, handle_exception
+from ._hot_path import HotPath
 from ._metrics import SchedulerMetrics
 from ._middleware import Authentication, Latency
 from ._openapi import document
@@ -43,6 +44,7 @@ def create_app(
     clock: Clock | None = None,
     metrics: SchedulerMetrics | None = None,
     on_store_failed: Callable[[], None] | None = None,
+    hot_path: bool = True,
 ) -> Litestar:
     """The v1 API over ``scheduler``, authenticating with ``tokens``.
 
@@ -50,7 +52,8 @@ def create_app(
     by default it is the scheduler's ``clock`` attribute if it has one, else the system
     clock. The caller starts and closes the scheduler. ``on_store_failed`` is called
     when a request meets a failed fsync (the scheduler then refuses everything): the
-    server runner passes what stops the server.
+    server runner passes what stops the server. ``hot_path=False`` sends every request
+    through Litestar, the hot lease calls too (the tests compare the two).
     """
     if clock is None:
         clock = getattr(scheduler, "clock", None) or SystemClock()
@@ -92,4 +95,13 @@ def create_app(
     # 401 from the authentication middleware and a 404/405 for a path or method no
     # route serves are counted with the status the client got.
     app.asgi_handler = Latency(app.asgi_handler, metrics)
+    if hot_path:
+        # In front of it all: the hot lease calls skip Litestar (see _hot_path).
+        app.asgi_handler = HotPath(
+            app.asgi_handler,
+            context,
+            tokens,
+            max_body=MAX_BODY,
+            on_store_failed=on_store_failed,
+        )
     return app

@@ -28,6 +28,7 @@ __all__ = [
     "UnsupportedMediaType",
     "body_model",
     "body_of",
+    "decode_body",
     "parse_request_body",
     "parsed_body",
     "parsed_renewals",
@@ -58,26 +59,35 @@ async def parse_request_body(request: Request[Any, Any, Any]) -> None:
     opt = request.route_handler.opt
     # Who may call the route is settled before anything is said about its body.
     _policy.check_route(opt, request.scope.get("user"))
-    model = body_model(opt)
     raw = await request.body()
+    parsed = decode_body(
+        body_model(opt),
+        raw,
+        request.headers.get("content-type", ""),
+        f"{request.method} {request.url.path}",
+    )
+    if parsed is not None:
+        request.scope["state"][_STATE_KEY] = parsed
+
+
+def decode_body(model: type[Any] | None, raw: bytes, content_type: str, route: str) -> Any:
+    """``raw`` decoded as ``model`` (None for a route without a body), the entries of a
+    batch renewal, or the refusal (:class:`FieldError`, :class:`UnsupportedMediaType`)
+    that names what is wrong; ``route`` is the method and path, for the messages."""
     if raw.strip():
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        media_type = content_type.split(";")[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
             shown = escape(media_type) or "none"
-            raise UnsupportedMediaType(
-                f"{request.method} {request.url.path}: the body must be application/json, "
-                f"not {shown}"
-            )
+            raise UnsupportedMediaType(f"{route}: the body must be application/json, not {shown}")
     if model is None:
         if raw.strip() not in (b"", b"{}"):
-            raise FieldError(None, f"{request.method} {request.url.path} takes no body")
-        return
+            raise FieldError(None, f"{route} takes no body")
+        return None
     _check_utf8(raw)
     if model is RenewalsRequest:
         # Entry by entry: a bad entry is that entry's error, not the request's.
-        request.scope["state"][_STATE_KEY] = parse_renewals(raw)
-        return
-    request.scope["state"][_STATE_KEY] = parse_body(model, raw)
+        return parse_renewals(raw)
+    return parse_body(model, raw)
 
 
 def _check_utf8(raw: bytes) -> None:

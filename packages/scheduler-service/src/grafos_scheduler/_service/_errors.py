@@ -38,7 +38,14 @@ from ._body import UnsupportedMediaType
 from ._events import event, logger
 from ._policy import Forbidden, JobConflict
 
-__all__ = ["ON_STORE_FAILED", "entry_error", "error_responses", "handle_exception"]
+__all__ = [
+    "ON_STORE_FAILED",
+    "entry_error",
+    "error_body",
+    "error_responses",
+    "escaped_body",
+    "handle_exception",
+]
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> Response[Any]:
@@ -107,21 +114,6 @@ def _escaped(field: str | None) -> str | None:
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The app's one exception handler."""
-    if isinstance(exc, FieldError):
-        return _error(400, "invalid_request", exc.message, exc.field)
-    if isinstance(exc, Forbidden):
-        return _error(403, "forbidden", str(exc))
-    if isinstance(exc, NotLeaseHolder):
-        return _not_holder(request, exc)
-    if isinstance(exc, UnsupportedMediaType):
-        return _error(415, "unsupported_media_type", str(exc))
-    if isinstance(exc, JobConflict):
-        return _error(409, "job_already_leased", str(exc))
-    if isinstance(exc, CapacityExceeded):
-        return _error(400, "capacity_exceeded", str(exc), "slots")
-    for kind, status, code in _DOMAIN_ERRORS:
-        if isinstance(exc, kind):
-            return _error(status, code, str(exc))
     if isinstance(exc, ValidationException):
         field = None
         if isinstance(exc.extra, list) and exc.extra and isinstance(exc.extra[0], dict):
@@ -143,6 +135,42 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         if exc.status_code in (404, 405):
             message = f"{request.method} {request.url.path}: {exc.detail}"
         return _error(exc.status_code, code, message)
+    body = error_body(
+        exc,
+        principal=request.scope.get("user"),
+        method=request.method,
+        path=request.url.path,
+        on_store_failed=request.app.state.get(ON_STORE_FAILED),
+    )
+    return _error(body.status, body.error, body.message, body.field)
+
+
+def error_body(
+    exc: Exception,
+    *,
+    principal: Principal | None,
+    method: str,
+    path: str,
+    on_store_failed: object = None,
+) -> ErrorBody:
+    """The answer to ``exc`` raised while serving ``method path`` for ``principal``:
+    every error that is not Litestar's own (the hot path uses it too). Its message and
+    field are not escaped yet."""
+    if isinstance(exc, FieldError):
+        return ErrorBody(400, "invalid_request", exc.message, exc.field)
+    if isinstance(exc, Forbidden):
+        return ErrorBody(403, "forbidden", str(exc))
+    if isinstance(exc, NotLeaseHolder) and principal is not None:
+        return _not_holder(principal, exc)
+    if isinstance(exc, UnsupportedMediaType):
+        return ErrorBody(415, "unsupported_media_type", str(exc))
+    if isinstance(exc, JobConflict):
+        return ErrorBody(409, "job_already_leased", str(exc))
+    if isinstance(exc, CapacityExceeded):
+        return ErrorBody(400, "capacity_exceeded", str(exc), "slots")
+    for kind, status, code in _DOMAIN_ERRORS:
+        if isinstance(exc, kind):
+            return ErrorBody(status, code, str(exc))
     if isinstance(exc, StoreFailed):
         # An fsync failed: the scheduler refuses everything from now on, for good.
         logger.critical(
@@ -150,10 +178,9 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             exc_info=exc,
             extra={"event": "store_failed"},
         )
-        stop = request.app.state.get(ON_STORE_FAILED)
-        if callable(stop):
-            stop()
-        return _error(
+        if callable(on_store_failed):
+            on_store_failed()
+        return ErrorBody(
             503,
             "store_failed",
             "the scheduler's store failed to make a change durable; the service has stopped "
@@ -166,36 +193,40 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         logger.error(
             "store error %s on %s %s",
             reference,
-            request.method,
-            request.url.path,
+            method,
+            path,
             exc_info=exc,
             extra={"event": "store_error", "reference": reference},
         )
-        return _error(
+        return ErrorBody(
             503,
             "store_unavailable",
             f"the scheduler's store failed; retry later (server log reference {reference})",
         )
     if isinstance(exc, SchedulerError):
         # A domain refusal without a mapping of its own is still the client's request.
-        return _error(409, "conflict", str(exc))
+        return ErrorBody(409, "conflict", str(exc))
     reference = uuid.uuid4().hex[:12]
     logger.error(
         "unexpected error %s on %s %s",
         reference,
-        request.method,
-        request.url.path,
+        method,
+        path,
         exc_info=exc,
         extra={"event": "internal_error", "reference": reference},
     )
-    return _error(
+    return ErrorBody(
         500, "internal_error", f"internal error; the server log has reference {reference}"
     )
 
 
-def _not_holder(request: Request[Any, Any, Any], exc: NotLeaseHolder) -> Response[Any]:
+def escaped_body(body: ErrorBody) -> ErrorBody:
+    """``body`` with its message and field escaped, so that it always encodes."""
+    return ErrorBody(body.status, body.error, escape(body.message), _escaped(body.field))
+
+
+def _not_holder(principal: Principal, exc: NotLeaseHolder) -> ErrorBody:
     """The scheduler's holder check refused: name the principal and the id, not the holder."""
-    principal: Principal = request.scope["user"]
     shown = format_id(exc.lease_id)
     event(
         "forbidden",
@@ -204,10 +235,10 @@ def _not_holder(request: Request[Any, Any, Any], exc: NotLeaseHolder) -> Respons
         **{f"{exc.what}_id": shown},
     )
     if exc.what == "ticket":
-        return _error(
+        return ErrorBody(
             403, "forbidden", f"principal {principal.name!r} did not request ticket {shown}"
         )
-    return _error(403, "forbidden", f"principal {principal.name!r} does not hold lease {shown}")
+    return ErrorBody(403, "forbidden", f"principal {principal.name!r} does not hold lease {shown}")
 
 
 _ERROR_RESPONSES = {

@@ -24,7 +24,7 @@ from .._domain._errors import (
 )
 from .._domain._lease import Lease, LeaseState, Ticket
 from .._domain._preemption import NonPreemptibleReason, PreemptionOutcome
-from .._domain._renewal import Renewal
+from .._domain._renewal import Renewed
 from .._scheduler._scheduler import MAX_LEASE_PAGE, Scheduler
 from .._wire._models import (
     ID_PATTERN,
@@ -43,6 +43,7 @@ from .._wire._models import (
     PreemptionDecisionView,
     PreemptRequest,
     ReleaseRequest,
+    RenewalEntry,
     RenewalsRequest,
     RenewalsResult,
     RenewRequest,
@@ -69,7 +70,15 @@ from ._views import (
     ticket_view,
 )
 
-__all__ = ["ROUTES", "ServiceContext", "context_state"]
+__all__ = [
+    "ROUTES",
+    "ServiceContext",
+    "acquire_lease",
+    "context_state",
+    "release_lease",
+    "renew_lease",
+    "renew_leases",
+]
 
 _STATE_KEY = "grafos"
 
@@ -141,12 +150,19 @@ LeaseIdPath = Annotated[
     | error_responses(409),
 )
 async def acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
+    status, result = await acquire_lease(
+        _ctx(request), _principal(request), parsed_body(request, AcquireRequest)
+    )
+    return Response(result, status_code=status)
+
+
+async def acquire_lease(
+    ctx: ServiceContext, principal: Principal, body: AcquireRequest
+) -> tuple[int, AcquireResult]:
+    """``POST /v1/leases``: 201 and the lease, or 202 and the ticket that waits."""
     # On the event loop: the decision is in memory and one SQLite write under the
     # scheduler's lock; the fsync is the group's (one thread for every request), and
     # the answer waits for it. The audit tail logs the decision (one line).
-    body = parsed_body(request, AcquireRequest)
-    ctx = _ctx(request)
-    principal = _principal(request)
     try:
         grace = ctx.scheduler.check_grace(body.grace)
     except InvalidRequest as exc:
@@ -166,8 +182,7 @@ async def acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
             raise _policy.job_conflict(ctx.scheduler, principal, exc) from None
     finally:
         await ctx.durability.wait()
-    result = ctx.result(outcome)
-    return Response(result, status_code=201 if isinstance(outcome, Lease) else 202)
+    return (201 if isinstance(outcome, Lease) else 202), ctx.result(outcome)
 
 
 @get(
@@ -229,12 +244,18 @@ def cancel_ticket(request: Request[Any, Any, Any], ticket_id: LeaseIdPath) -> Ti
     responses=error_responses(403, 404, 409, 410),
 )
 async def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> RenewResult:
+    return await renew_lease(
+        _ctx(request), _principal(request), lease_id, parsed_body(request, RenewRequest)
+    )
+
+
+async def renew_lease(
+    ctx: ServiceContext, principal: Principal, lease_id: str, body: RenewRequest
+) -> RenewResult:
+    """``POST /v1/leases/{lease_id}/renew``."""
     # In memory, on the event loop, with no thread hop. The answer may still reveal
     # a change that is not durable yet (an expiry, a pending preemption): then it
     # waits for the group fsync like any other answer.
-    body = parsed_body(request, RenewRequest)
-    ctx = _ctx(request)
-    principal = _principal(request)
     lid = parse_id(lease_id, "lease_id")
     reasons = _policy.reported_reasons(principal, body.reasons)
     try:
@@ -271,11 +292,15 @@ async def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> Renew
     responses=error_responses(),
 )
 async def renew_many(request: Request[Any, Any, Any]) -> RenewalsResult:
+    return await renew_leases(_ctx(request), _principal(request), parsed_renewals(request))
+
+
+async def renew_leases(
+    ctx: ServiceContext, principal: Principal, entries: list[RenewalEntry | FieldError]
+) -> RenewalsResult:
+    """``POST /v1/renewals``: one result per entry, in order."""
     # Each entry is checked and authorised as a single renew would be; one bad entry
     # is an error object in its place and never fails the others.
-    entries = parsed_renewals(request)
-    ctx = _ctx(request)
-    principal = _principal(request)
     results: list[RenewResult | ErrorBody | None] = [None] * len(entries)
     calls: list[tuple[int, int, list[NonPreemptibleReason], float | None]] = []
     slots: list[int] = []
@@ -294,15 +319,15 @@ async def renew_many(request: Request[Any, Any, Any]) -> RenewalsResult:
             results[i] = entry_error(principal, FieldError(field, exc.message))
     if calls:
         try:
-            renewed = ctx.scheduler.renew_many(
+            renewed = ctx.scheduler.renew_expiries(
                 calls, holder=_policy.holder_scope(principal), wait=False
             )
         finally:
             await ctx.durability.wait()
         now = ctx.now()
         for i, outcome in zip(slots, renewed, strict=True):
-            if isinstance(outcome, Renewal):
-                results[i] = renew_result(outcome.lease, outcome.pending, now)
+            if isinstance(outcome, Renewed):
+                results[i] = renew_result(outcome, outcome.pending, now)
             else:
                 results[i] = entry_error(principal, outcome)
     refused = [r for r in results if isinstance(r, ErrorBody)]
@@ -328,11 +353,17 @@ async def renew_many(request: Request[Any, Any, Any]) -> RenewalsResult:
     responses=error_responses(403, 404, 410),
 )
 async def release(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> LeaseView:
+    return await release_lease(
+        _ctx(request), _principal(request), lease_id, parsed_body(request, ReleaseRequest)
+    )
+
+
+async def release_lease(
+    ctx: ServiceContext, principal: Principal, lease_id: str, body: ReleaseRequest
+) -> LeaseView:
+    """``POST /v1/leases/{lease_id}/release``."""
     # As acquire: decided on the event loop, answered once durable; the audit tail
     # logs the release with its work lost (one line per decision).
-    body = parsed_body(request, ReleaseRequest)
-    ctx = _ctx(request)
-    principal = _principal(request)
     lid = parse_id(lease_id, "lease_id")
     try:
         released = ctx.scheduler.release(

@@ -8,8 +8,9 @@ of one answer agree with each other.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -37,6 +38,7 @@ __all__ = [
     "Now",
     "acquire_result",
     "audit_record_view",
+    "iso_utc",
     "lease_view",
     "preemption_decision_view",
     "renew_result",
@@ -44,6 +46,32 @@ __all__ = [
     "ticket_wait_view",
     "why_text",
 ]
+
+
+# The "YYYY-MM-DDTHH:MM:SS" of recent whole seconds: a batch renewal formats a
+# thousand expiries that fall within a second or two of each other.
+_SECONDS: dict[float, str] = {}
+
+
+def iso_utc(wall: float) -> str:
+    """``wall`` (POSIX seconds) as UTC ISO 8601 with milliseconds: exactly
+    ``datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")``."""
+    # fromtimestamp rounds to the microsecond, half to even, and isoformat then
+    # truncates to the millisecond; so does this, with the seconds cached.
+    fraction, whole = math.modf(wall)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole += 1.0
+        micros -= 1_000_000
+    elif micros < 0:
+        whole -= 1.0
+        micros += 1_000_000
+    seconds = _SECONDS.get(whole)
+    if seconds is None:
+        if len(_SECONDS) > 64:
+            _SECONDS.clear()
+        seconds = _SECONDS[whole] = dt.datetime.fromtimestamp(whole, dt.UTC).isoformat()[:19]
+    return f"{seconds}.{micros // 1000:03d}+00:00"
 
 
 @attrs.frozen
@@ -62,8 +90,7 @@ class Now:
         return cls(clock.monotonic(), clock.wall())
 
     def iso(self, at: float) -> str:
-        wall = self.wall + (at - self.monotonic)
-        return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
+        return iso_utc(self.wall + (at - self.monotonic))
 
     def until(self, at: float) -> float:
         return round(max(0.0, at - self.monotonic), 6)
@@ -224,7 +251,17 @@ def acquire_result(outcome: LeaseView | TicketView) -> AcquireResult:
     return AcquireResult(status="pending", ticket=outcome)
 
 
-def renew_result(lease: Lease, pending: PendingPreemption | None, now: Now) -> RenewResult:
+class _Renewed(Protocol):
+    @property
+    def lease_id(self) -> int: ...
+    @property
+    def fencing_token(self) -> int: ...
+    @property
+    def expires_at(self) -> float: ...
+
+
+def renew_result(lease: _Renewed, pending: PendingPreemption | None, now: Now) -> RenewResult:
+    """A renew's answer, from the :class:`Lease` or the :class:`Renewed` it produced."""
     deadline = None if pending is None else pending.deadline
     return RenewResult(
         lease_id=format_id(lease.lease_id),
