@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
+from grafos_scheduler._wire._models import _parse_body_strict, _parse_renew_fast
 from support.internals import (
     ROUTES,
     AcquireRequest,
@@ -203,3 +204,46 @@ def test_the_strict_parser_accepts_nothing_the_model_decoder_refuses(
     except FieldError:
         return
     assert msgspec.json.decode(raw, type=model) == ours
+
+
+# A renew's body is decoded in C (msgspec) when it is plainly valid; every other body
+# is the strict parser's. Both must decide alike on every body.
+_RENEW_KEYS = ["fencing_token", "reasons", "checkpoint_age", "fencing\\u005ftoken", "other"]
+_RENEW_VALUES = st.one_of(
+    st.integers(-1, 2**64),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.sampled_from([[], ["checkpoint_in_progress"], ["operator_hold"], ["nope"], "\ud800"]),
+)
+
+
+@st.composite
+def _renew_body(draw: st.DrawFn) -> bytes:
+    members: list[tuple[str, object]] = [("fencing_token", draw(st.integers(1, 2**63 - 1)))]
+    if draw(st.booleans()):
+        members.append(("reasons", draw(st.sampled_from([[], ["checkpoint_in_progress"]]))))
+    if draw(st.booleans()):
+        members.append(("checkpoint_age", draw(st.one_of(st.none(), st.floats(0, 1e6)))))
+    for _ in range(draw(st.integers(0, 2))):
+        members.insert(
+            draw(st.integers(0, len(members))),
+            (draw(st.sampled_from(_RENEW_KEYS)), draw(_RENEW_VALUES)),
+        )
+    draw(st.randoms()).shuffle(members)
+    return ("{" + ",".join(f'"{k}":{json.dumps(v)}' for k, v in members) + "}").encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(_renew_body())
+def test_a_renew_body_is_decided_alike_by_the_fast_and_the_strict_parser(raw: bytes) -> None:
+    def outcome(parse: Any) -> object:
+        try:
+            return parse(raw)
+        except FieldError as exc:
+            return (exc.field, str(exc))
+
+    strict = outcome(lambda raw: _parse_body_strict(RenewRequest, raw))
+    assert outcome(lambda raw: parse_body(RenewRequest, raw)) == strict
+    fast = _parse_renew_fast(raw)
+    assert fast is None or fast == strict

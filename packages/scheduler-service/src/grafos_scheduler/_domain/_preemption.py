@@ -383,22 +383,49 @@ class PreemptionManager:
             entry = self._tracked.get(lease_id)
             if entry is None:
                 return False
-            if (
-                NonPreemptibleReason.CHECKPOINT_IN_PROGRESS in entry.remote
-                and NonPreemptibleReason.CHECKPOINT_IN_PROGRESS not in reported
-            ):
-                # A reported flush is no longer reported: it completed (at the latest now).
-                entry.flushed_at = self._monotonic()
-            entry.remote = reported
-            if reported:
-                self._unfree_locked(lease_id, entry)
-            elif not entry.markers:
-                if entry.pending is not None:
-                    self._ready.append(lease_id)
-                    self.wake.set()
-                else:
-                    self._free_locked(lease_id, entry)
+            self._report_locked(lease_id, entry, reported)
             return True
+
+    def _report_locked(
+        self, lease_id: int, entry: _Entry, reported: frozenset[NonPreemptibleReason]
+    ) -> None:
+        if (
+            NonPreemptibleReason.CHECKPOINT_IN_PROGRESS in entry.remote
+            and NonPreemptibleReason.CHECKPOINT_IN_PROGRESS not in reported
+        ):
+            # A reported flush is no longer reported: it completed (at the latest now).
+            entry.flushed_at = self._monotonic()
+        entry.remote = reported
+        if reported:
+            self._unfree_locked(lease_id, entry)
+        elif not entry.markers:
+            if entry.pending is not None:
+                self._ready.append(lease_id)
+                self.wake.set()
+            else:
+                self._free_locked(lease_id, entry)
+
+    def renewal(
+        self, lease_id: int, reported: frozenset[NonPreemptibleReason] | None
+    ) -> tuple[float | None, PendingPreemption | None]:
+        """A renewal's one visit, under one lock: the last checkpoint known before it
+        (:meth:`last_checkpoint`), then ``reported`` applied if not None (as
+        :meth:`report_reasons`, the reasons already checked), then the lease's pending
+        preemption (:meth:`pending`)."""
+        with self._lock:
+            entry = self._tracked.get(lease_id)
+            if entry is None:
+                taken = self._taken.get(lease_id)
+                return (None if taken is None else taken.flushed_at), None
+            flushed = entry.flushed_at
+            if reported is not None:
+                self._report_locked(lease_id, entry, reported)
+            p = entry.pending
+            if p is None:
+                return flushed, None
+            return flushed, PendingPreemption(
+                lease_id, p.cause, p.requested_at, p.due, _reasons_of(entry), p.grace_deadline
+            )
 
     def note_checkpoint(self, lease_id: int, at: float) -> bool:
         """Record a checkpoint the holder reports it completed at monotonic ``at``

@@ -80,9 +80,14 @@ PreemptCallback = Callable[[Lease], None]
 __all__ = ["MAX_LEASE_PAGE", "PreemptCallback", "Scheduler"]
 
 
+_NO_REASONS: frozenset[NonPreemptibleReason] = frozenset()
+
+
 def _check_reasons(reasons: object) -> frozenset[NonPreemptibleReason] | None:
     if reasons is None:
         return None
+    if not reasons and isinstance(reasons, list | tuple | frozenset | set):
+        return _NO_REASONS  # most renewals report nothing
     if isinstance(reasons, str | bytes) or not isinstance(reasons, Iterable):
         raise InvalidRequest(f"reasons {reasons!r} is not a collection of NonPreemptibleReason")
     checked: set[NonPreemptibleReason] = set()
@@ -531,6 +536,9 @@ class Scheduler:
         return row
 
     def _active_row(self, lease_id: int, holder: str | None = None) -> LeaseRow:
+        active = self._book.active.get(lease_id)
+        if active is not None and (holder is None or active.holder == holder):
+            return active  # the common case, in memory
         row = self._lease_row(lease_id, holder)
         if row.state is not LeaseState.ACTIVE:
             raise self._ended_error(row)
@@ -851,9 +859,8 @@ class Scheduler:
         holder: str | None,
         checkpoint_age: float | None = None,
     ) -> Lease:
-        return self._read.lease(
-            self._renew_row_locked(lease_id, fencing_token, reported, holder, checkpoint_age)
-        )
+        row, _ = self._renew_row_locked(lease_id, fencing_token, reported, holder, checkpoint_age)
+        return self._read.lease(row)
 
     def _renew_row_locked(
         self,
@@ -862,17 +869,22 @@ class Scheduler:
         reported: frozenset[NonPreemptibleReason] | None,
         holder: str | None,
         checkpoint_age: float | None = None,
-    ) -> LeaseRow:
+        at: tuple[float, float] | None = None,
+    ) -> tuple[LeaseRow, PendingPreemption | None]:
+        """Renew one lease (the caller holds the lock): the new row, and the pending
+        preemption read with it. ``at`` is the (monotonic, wall) reading to renew at,
+        read now if None: a batch renews at one instant."""
         self._check_open()
         row = self._active_row(lease_id, holder)
-        now, wall = self._now()
+        now, wall = self._now() if at is None else at
         if now >= row.expires_at:
             self._expire_due_locked()
             raise LeaseExpired(lease_id, row.expires_at)
         if fencing_token != row.fencing_token:
             raise FencingTokenMismatch(lease_id, row.fencing_token, fencing_token)
-        # The last checkpoint known, kept with the renewal so a restart keeps it.
-        flushed = self.manager.last_checkpoint(lease_id)
+        # The last checkpoint known, kept with the renewal so a restart keeps it; the
+        # report applied; the pending preemption to answer with.
+        flushed, pending = self.manager.renewal(lease_id, reported)
         if checkpoint_age is not None:
             reported_at = max(now - checkpoint_age, row.granted_at)
             flushed = reported_at if flushed is None else max(flushed, reported_at)
@@ -883,11 +895,9 @@ class Scheduler:
         # loses its lease early.
         renewed = self._book.renew_in_memory(row, now, wall, checkpoint_wall)
         self._renewed.add(lease_id)
-        if reported is not None:
-            self.manager.report_reasons(lease_id, reported)
         if checkpoint_age is not None and flushed is not None:
             self.manager.note_checkpoint(lease_id, flushed)
-        return renewed
+        return renewed, pending
 
     def renew(
         self,
@@ -943,8 +953,8 @@ class Scheduler:
         _check_holder(holder)
         age = _check_age(checkpoint_age)
         with self._decide(wait=wait):
-            lease = self._renew_locked(lease_id, fencing_token, reported, holder, age)
-            return Renewal(lease, self.manager.pending(lease_id))
+            row, pending = self._renew_row_locked(lease_id, fencing_token, reported, holder, age)
+            return Renewal(self._read.lease(row), pending)
 
     def renew_many(
         self,
@@ -1029,21 +1039,19 @@ class Scheduler:
         results: list[tuple[LeaseRow, PendingPreemption | None] | SchedulerError] = []
         with self._decide(wait=wait):
             self._check_open()
-            pending = self.manager.pending
             renew = self._renew_row_locked
+            at = self._now()  # one instant for the whole batch, as it holds one lock
             for item in checked:
                 if isinstance(item, SchedulerError):
                     results.append(item)
                     continue
                 lease_id, token, reported, age = item
                 try:
-                    row = renew(lease_id, token, reported, holder, age)
+                    results.append(renew(lease_id, token, reported, holder, age, at))
                 except SchedulerError as exc:
                     if isinstance(exc, StoreFailed):
                         raise
                     results.append(exc)
-                else:
-                    results.append((row, pending(lease_id)))
         return results
 
     def release(

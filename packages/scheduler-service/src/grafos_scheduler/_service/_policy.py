@@ -71,6 +71,8 @@ def reported_reasons(
     principal: Principal, reasons: Sequence[ReasonName]
 ) -> list[NonPreemptibleReason]:
     """The in-flight reasons of a renewal: only what a worker is doing."""
+    if not reasons:
+        return []
     parsed = [NonPreemptibleReason(r) for r in reasons]
     for i, reason in enumerate(parsed):
         if reason not in _WORKER_REASONS:

@@ -260,16 +260,32 @@ class _Renewed(Protocol):
     def expires_at(self) -> float: ...
 
 
+# The last expiry formatted, with the reading it was formatted against.
+_LAST_EXPIRY: tuple[tuple[float, float, float], str, float] = ((-1.0, 0.0, 0.0), "", 0.0)
+
+
 def renew_result(lease: _Renewed, pending: PendingPreemption | None, now: Now) -> RenewResult:
     """A renew's answer, from the :class:`Lease` or the :class:`Renewed` it produced."""
-    deadline = None if pending is None else pending.deadline
+    if pending is None:  # the common case, spelled out: a batch builds a thousand
+        global _LAST_EXPIRY
+        at = lease.expires_at
+        key = (at, now.monotonic, now.wall)
+        last = _LAST_EXPIRY
+        if last[0] == key:
+            # A batch renews at one instant, so leases with one TTL share an expiry.
+            iso, until = last[1], last[2]
+        else:
+            iso, until = now.iso(at), round(max(0.0, at - now.monotonic), 6)
+            _LAST_EXPIRY = (key, iso, until)
+        return RenewResult(f"{lease.lease_id:032x}", lease.fencing_token, iso, until, False)
+    deadline = pending.deadline
     return RenewResult(
         lease_id=format_id(lease.lease_id),
         fencing_token=lease.fencing_token,
         expires_at=now.iso(lease.expires_at),
         expires_in=now.until(lease.expires_at),
-        preemption_requested=pending is not None,
-        preemption_cause=None if pending is None else pending.cause,
+        preemption_requested=True,
+        preemption_cause=pending.cause,
         preemption_deadline=now.iso_or_none(deadline),
         preemption_deadline_in=now.until_or_none(deadline),
     )

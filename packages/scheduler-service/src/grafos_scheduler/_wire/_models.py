@@ -545,6 +545,14 @@ def parse_body(model: type[_M], raw: bytes) -> _M:
     Also refused: duplicate keys, and lone surrogates in any key or string. Raises
     :class:`FieldError` naming the first field at fault.
     """
+    if model is RenewRequest:
+        fast = _parse_renew_fast(raw)
+        if fast is not None:
+            return fast  # type: ignore[return-value]  # model is RenewRequest
+    return _parse_body_strict(model, raw)
+
+
+def _parse_body_strict(model: type[_M], raw: bytes) -> _M:
     data = _decode(raw) if raw.strip() else {}
     _refuse_surrogates(data, None)
     return _convert(model, data)
@@ -599,15 +607,51 @@ class _FastRenewals(msgspec.Struct, forbid_unknown_fields=True):
 _FAST_RENEWALS = msgspec.json.Decoder(_FastRenewals)
 
 
+class _FastRenew(msgspec.Struct, forbid_unknown_fields=True):
+    fencing_token: Annotated[int, Meta(ge=1, le=INT64_MAX)]
+    reasons: list[ReasonName] | msgspec.UnsetType = msgspec.UNSET
+    checkpoint_age: (
+        Annotated[float, Meta(ge=0, le=MAX_WORK_LOST_SECONDS)] | msgspec.UnsetType | None
+    ) = msgspec.UNSET
+
+
+_FAST_RENEW = msgspec.json.Decoder(_FastRenew)
+
+
+def _parse_renew_fast(raw: bytes) -> RenewRequest | None:
+    """A valid renew body decoded in C; None for any the strict parser must judge
+    (the key counts guard against duplicates, as in :func:`_parse_renewals_fast`)."""
+    if b"\\" in raw:
+        return None  # an escape (a key spelled with one may be a duplicate): strict
+    try:
+        body = _FAST_RENEW.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    reasons, age = body.reasons, body.checkpoint_age
+    if (
+        raw.count(b'"fencing_token"') != 1
+        or raw.count(b'"reasons"') != (reasons is not msgspec.UNSET)
+        or raw.count(b'"checkpoint_age"') != (age is not msgspec.UNSET)
+    ):
+        return None
+    return RenewRequest(
+        body.fencing_token,
+        [] if reasons is msgspec.UNSET else reasons,
+        None if age is msgspec.UNSET else age,
+    )
+
+
 def _parse_renewals_fast(raw: bytes) -> list[RenewalEntry | FieldError] | None:
     """A batch renewal in which every entry is valid, decoded in C; None for any body
     the strict parser must judge (it then finds and names what is wrong).
 
     msgspec checks the same shapes, types and ranges, but takes the last of duplicate
-    keys where the strict parser refuses them: so every key must occur in the raw text
-    exactly as often as it was decoded. An escaped key, or a key's text inside a
-    string, makes the counts differ, and the strict parser decides.
+    keys where the strict parser refuses them: so the body must hold no escape (which
+    could spell a key another way), and every key must occur in the raw text exactly
+    as often as it was decoded.
     """
+    if b"\\" in raw:
+        return None  # no valid entry needs an escape; an escaped key may be a duplicate
     try:
         body = _FAST_RENEWALS.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
