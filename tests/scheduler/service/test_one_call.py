@@ -26,6 +26,7 @@ USE_CASES = frozenset(
         "cancel_ticket",
         "renew",
         "renew_lease",
+        "renew_expiries",
         "release",
         "fence",
         "get",
@@ -114,7 +115,8 @@ def test_every_route_makes_one_scheduler_call(
     lease = body["lease"]
     url = f"/v1/leases/{lease['lease_id']}"
     renew = {"fencing_token": lease["fencing_token"], "reasons": ["checkpoint_in_progress"]}
-    assert call("POST", f"{url}/renew", ALICE, json=renew)[1] == ["renew_lease"]
+    # A renew is a batch of one: its answer needs the expiry, not a whole Lease.
+    assert call("POST", f"{url}/renew", ALICE, json=renew)[1] == ["renew_expiries"]
     assert call("GET", url, ALICE)[1] == ["get"]
     assert call("GET", "/v1/leases", ALICE)[1] == ["lease_page"]
     assert call("POST", f"{url}/preempt", ADMIN, json={"cause": "room"})[1] == [
@@ -148,6 +150,11 @@ def test_the_holder_check_travels_with_the_call(
     assert http.post(f"{url}/release", headers=BOB).status_code == 403
     assert http.get(url, headers=ADMIN).status_code == 200
     holders = [(name, kwargs.get("holder")) for name, kwargs in recording.take()]
-    assert holders == [("renew_lease", "bob"), ("get", "bob"), ("release", "bob"), ("get", None)]
+    assert holders == [
+        ("renew_expiries", "bob"),
+        ("get", "bob"),
+        ("release", "bob"),
+        ("get", None),
+    ]
     # Refused before anything changed: alice's renewal still works with her token.
     assert http.post(f"{url}/renew", json=renew, headers=ALICE).status_code == 200

@@ -51,6 +51,7 @@ from ._domain._preemption import PreemptionDecision as PreemptionDecision
 from ._domain._preemption import PreemptionManager as PreemptionManager
 from ._domain._preemption import PreemptionOutcome as PreemptionOutcome
 from ._domain._renewal import Renewal as Renewal
+from ._domain._renewal import Renewed as Renewed
 from ._domain._ticket_wait import TicketWait as TicketWait
 from ._domain._ticket_wait import VictimLease as VictimLease
 from ._domain._ticket_wait import WaitReason as WaitReason
@@ -185,6 +186,7 @@ __all__ = [
     "PreemptionOutcome",
     "Principal",
     "Renewal",
+    "Renewed",
     "Replica",
     "ReplicaRole",
     "ReplicaStatus",

@@ -12,8 +12,7 @@ import logging
 import secrets
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 
 from .._domain import _audit_entries as entries
 from .._domain._audit import AuditKind, AuditLog, AuditRecord, chain
@@ -112,6 +111,37 @@ def _check_age(age: object) -> float | None:
     return check_seconds(age, "checkpoint_age", allow_zero=True, most=MAX_WORK_LOST_SECONDS)
 
 
+class _Decision:
+    """:meth:`Scheduler._decide`'s block. A class, not a generator: every scheduler
+    call enters one, and a generator-based context manager costs several times more."""
+
+    __slots__ = ("_level", "_scheduler", "_wait")
+
+    def __init__(self, scheduler: Scheduler, wait: bool) -> None:
+        self._scheduler = scheduler
+        self._wait = wait
+        self._level = 0
+
+    def __enter__(self) -> None:
+        depth = self._scheduler._depth
+        self._level = level = getattr(depth, "level", 0)
+        depth.level = level + 1
+        try:
+            self._scheduler._lock.acquire()
+        except BaseException:
+            depth.level = level
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        scheduler = self._scheduler
+        try:
+            scheduler._lock.release()
+        finally:
+            scheduler._depth.level = self._level
+            if self._level == 0 and self._wait:
+                scheduler._wait_durable()
+
+
 class Scheduler:
     """Leases a fixed capacity of slots, with fencing tokens, preemption and an audit log.
 
@@ -202,8 +232,7 @@ class Scheduler:
 
     # -- the commit point -------------------------------------------------------------
 
-    @contextmanager
-    def _decide(self, *, wait: bool = True) -> Iterator[None]:
+    def _decide(self, *, wait: bool = True) -> _Decision:
         """Hold the lock to decide and commit; once it is released, wait until every
         commit written so far is durable (group commit: the fsync happens outside
         the lock, and one fsync serves every caller waiting for it).
@@ -212,16 +241,7 @@ class Scheduler:
         the way out of an error too: a refusal may reveal a change (an expiry).
         Nested blocks wait only at the outermost one, once the lock is free.
         """
-        depth = self._depth
-        level = getattr(depth, "level", 0)
-        depth.level = level + 1
-        try:
-            with self._lock:
-                yield
-        finally:
-            depth.level = level
-            if level == 0 and wait:
-                self._wait_durable()
+        return _Decision(self, wait)
 
     def _wait_durable(self) -> None:
         store = self._store

@@ -21,6 +21,7 @@ from .._domain._errors import (
     JobAlreadyLeased,
     LeaseExpired,
     LeaseNotActive,
+    SchedulerError,
 )
 from .._domain._lease import Lease, LeaseState, Ticket
 from .._domain._preemption import NonPreemptibleReason, PreemptionOutcome
@@ -259,14 +260,14 @@ async def renew_lease(
     lid = parse_id(lease_id, "lease_id")
     reasons = _policy.reported_reasons(principal, body.reasons)
     try:
-        renewal = ctx.scheduler.renew_lease(
-            lid,
-            body.fencing_token,
-            reasons=reasons,
+        # A batch of one: the answer needs the expiry, not a whole Lease.
+        [renewal] = ctx.scheduler.renew_expiries(
+            [(lid, body.fencing_token, reasons, body.checkpoint_age)],
             holder=_policy.holder_scope(principal),
-            checkpoint_age=body.checkpoint_age,
             wait=False,
         )
+        if isinstance(renewal, SchedulerError):
+            raise renewal
     except (LeaseExpired, LeaseNotActive, FencingTokenMismatch) as exc:
         event(
             "renew_refused",
@@ -278,7 +279,7 @@ async def renew_lease(
         raise
     finally:
         await ctx.durability.wait()
-    return renew_result(renewal.lease, renewal.pending, ctx.now())
+    return renew_result(renewal, renewal.pending, ctx.now())
 
 
 @post(
