@@ -33,7 +33,7 @@ from .._domain._errors import (
     UnknownLease,
     UnknownTicket,
 )
-from .._domain._ids import check_id, id_hex, new_id
+from .._domain._ids import ID_LIMIT, check_id, id_hex, new_id
 from .._domain._lease import Lease, LeaseState, Ticket
 from .._domain._lease_book import LeaseBook
 from .._domain._lease_events import LeaseEvent, LeaseEventKind, LeaseEventLog
@@ -1039,6 +1039,19 @@ class Scheduler:
         _check_holder(holder)
         checked: list[_CheckedRenewal | SchedulerError] = []
         for entry in renewals:
+            # The common entry, checked inline: an id, a token, no reasons, no age.
+            if type(entry) is tuple and len(entry) == 4:
+                lease_id, token, reasons, age = entry
+                if (
+                    type(lease_id) is int
+                    and 0 <= lease_id < ID_LIMIT
+                    and type(token) is int
+                    and age is None
+                    and type(reasons) is list
+                    and not reasons
+                ):
+                    checked.append((lease_id, token, _NO_REASONS, None))
+                    continue
             try:
                 lease_id, token, reasons, *rest = entry
                 if len(rest) > 1:
