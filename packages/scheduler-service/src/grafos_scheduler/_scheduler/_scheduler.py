@@ -111,6 +111,14 @@ def _check_age(age: object) -> float | None:
     return check_seconds(age, "checkpoint_age", allow_zero=True, most=MAX_WORK_LOST_SECONDS)
 
 
+#: The entries of a batch renewal: ``(lease_id, fencing_token, reasons)`` each, or
+#: ``(lease_id, fencing_token, reasons, checkpoint_age)``.
+RenewalEntries = Sequence[
+    tuple[int, int, Iterable[NonPreemptibleReason] | None]
+    | tuple[int, int, Iterable[NonPreemptibleReason] | None, float | None]
+]
+
+
 class _Decision:
     """:meth:`Scheduler._decide`'s block. A class, not a generator: every scheduler
     call enters one, and a generator-based context manager costs several times more."""
@@ -871,17 +879,6 @@ class Scheduler:
             self._follow_up_locked()
             return self._read.ticket(row)
 
-    def _renew_locked(
-        self,
-        lease_id: int,
-        fencing_token: int,
-        reported: frozenset[NonPreemptibleReason] | None,
-        holder: str | None,
-        checkpoint_age: float | None = None,
-    ) -> Lease:
-        row, _ = self._renew_row_locked(lease_id, fencing_token, reported, holder, checkpoint_age)
-        return self._read.lease(row)
-
     def _renew_row_locked(
         self,
         lease_id: int,
@@ -945,7 +942,8 @@ class Scheduler:
         _check_holder(holder)
         age = _check_age(checkpoint_age)
         with self._decide():
-            return self._renew_locked(lease_id, fencing_token, reported, holder, age)
+            row, _ = self._renew_row_locked(lease_id, fencing_token, reported, holder, age)
+            return self._read.lease(row)
 
     def renew_lease(
         self,
@@ -978,10 +976,7 @@ class Scheduler:
 
     def renew_many(
         self,
-        renewals: Sequence[
-            tuple[int, int, Iterable[NonPreemptibleReason] | None]
-            | tuple[int, int, Iterable[NonPreemptibleReason] | None, float | None]
-        ],
+        renewals: RenewalEntries,
         *,
         holder: str | None = None,
         wait: bool = True,
@@ -1002,10 +997,7 @@ class Scheduler:
 
     def renew_expiries(
         self,
-        renewals: Sequence[
-            tuple[int, int, Iterable[NonPreemptibleReason] | None]
-            | tuple[int, int, Iterable[NonPreemptibleReason] | None, float | None]
-        ],
+        renewals: RenewalEntries,
         *,
         holder: str | None = None,
         wait: bool = True,
@@ -1022,10 +1014,7 @@ class Scheduler:
 
     def _renew_batch(
         self,
-        renewals: Sequence[
-            tuple[int, int, Iterable[NonPreemptibleReason] | None]
-            | tuple[int, int, Iterable[NonPreemptibleReason] | None, float | None]
-        ],
+        renewals: RenewalEntries,
         holder: str | None,
         wait: bool,
     ) -> list[tuple[LeaseRow, PendingPreemption | None] | SchedulerError]:
