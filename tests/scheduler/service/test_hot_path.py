@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from grafos_scheduler import Scheduler, TokenConfig, create_app
+from grafos_scheduler import BackgroundServer, Scheduler, TokenConfig, create_app
 from support.servers import Headers
 
 Client = TestClient[Litestar]
@@ -254,3 +255,29 @@ def test_the_hot_path_counts_its_requests_in_the_metrics(
     text = hot.get("/metrics", headers=headers["admin"]).text
     assert 'route="/v1/leases",status="201"' in text
     assert 'route="/v1/leases/{lease_id}/renew",status="409"' in text
+
+
+def test_a_repeated_header_counts_once_as_it_does_for_the_app(
+    scheduler: Scheduler, tokens: TokenConfig, headers: Headers
+) -> None:
+    good = headers["alice"]["Authorization"]
+    raw = b'{"job":"x","slots":1,"ttl":30}'
+    # On real servers, so that both headers reach the app as the client sent them. The
+    # first token is alice's: granted by the hot path, then the app finds the job taken.
+    # The first token is bad: both refuse, whatever follows it.
+    cases = (((good, "Bearer nope"), (201, 409)), (("Bearer nope", good), (401, 401)))
+    with (
+        BackgroundServer(create_app(scheduler, tokens)) as hot_server,
+        BackgroundServer(create_app(scheduler, tokens, hot_path=False)) as cold_server,
+        httpx.Client(base_url=hot_server.url) as hot,
+        httpx.Client(base_url=cold_server.url) as cold,
+    ):
+        for (first, second), expected in cases:
+            h = [
+                ("Authorization", first),
+                ("Authorization", second),
+                ("Content-Type", "application/json"),
+            ]
+            a = hot.post("/v1/leases", content=raw, headers=h)
+            b = cold.post("/v1/leases", content=raw, headers=h)
+            assert (a.status_code, b.status_code) == expected, (a.text, b.text)

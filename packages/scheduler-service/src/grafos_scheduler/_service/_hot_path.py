@@ -52,6 +52,7 @@ __all__ = ["HotPath"]
 _LEASE_CALL = re.compile(r"/v1/leases/([0-9a-f]{32})/(renew|release)")
 _ENCODER = msgspec.json.Encoder(enc_hook=default_serializer)
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_HEADERS = frozenset({b"authorization", b"content-type", b"content-length"})
 
 # A route: its template (for the metrics), its body model, and its call.
 _Call = Callable[[ServiceContext, Principal, str, Any], Awaitable[tuple[int, Any]]]
@@ -119,15 +120,17 @@ class HotPath:
         else:
             await self.app(scope, receive, send)
             return
-        authorization = content_type = length = None
+        found: dict[bytes, bytes] = {}
         for key, value in scope["headers"]:
-            if key == b"authorization":
-                authorization = value.decode("latin-1")
-            elif key == b"content-type":
-                content_type = value.decode("latin-1")
-            elif key == b"content-length":
-                length = value
-        principal = self._tokens.authenticate(authorization)
+            # The first of a repeated header counts, as it does for the app.
+            if key in _HEADERS and key not in found:
+                found[key] = value
+        authorization = found.get(b"authorization")
+        length = found.get(b"content-length")
+        content_type = found.get(b"content-type", b"").decode("latin-1")
+        principal = self._tokens.authenticate(
+            None if authorization is None else authorization.decode("latin-1")
+        )
         size = int(length) if length is not None and length.isdigit() else -1
         if principal is None or not 0 <= size <= self._max_body:
             await self.app(scope, receive, send)  # the app refuses it, in its words
@@ -137,7 +140,7 @@ class HotPath:
             return  # the client went away before its body arrived
         template, model, call = route
         try:
-            body = decode_body(model, raw, content_type or "", f"POST {path}")
+            body = decode_body(model, raw, content_type, f"POST {path}")
         except Exception:
             await self.app(scope, _replay(raw, receive), send)
             return
