@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import attrs
+
 from grafos_scheduler import AuditKind, Change, LeaseState, ManualClock, PreemptionManager, WorkLost
 from support.internals import GENESIS_HASH, AuditEntry, LeaseBook, chain, verify_records
 from support.internals import audit_entries as _audit_entries
@@ -68,14 +70,15 @@ def test_successive_changes_chain_onto_each_other() -> None:
     assert book.used == 0
 
 
-def test_a_renewal_writes_the_row_and_no_audit_record() -> None:
+def test_a_renewal_changes_the_expiry_in_memory_and_writes_no_audit_record() -> None:
     book = _book()
     book.apply(_grant(book))
-    change = book.renew(book.active[7], now=105.0, wall=1_005.0)
-    assert change.audit == ()
-    assert change.expected_head is None
-    assert change.updated_leases[0].expires_at == 115.0
-    assert book.active[7].expires_at == 110.0  # not applied yet
+    old, head = book.active[7], book.head
+    assert old.expires_at == 110.0
+    renewed = book.renew_in_memory(old, now=105.0, wall=1_005.0)
+    assert book.active[7] is renewed
+    assert renewed == attrs.evolve(old, expires_at=115.0, expires_wall=1_015.0)
+    assert book.head == head  # no audit record
 
 
 def test_the_chain_is_the_domains_rule() -> None:

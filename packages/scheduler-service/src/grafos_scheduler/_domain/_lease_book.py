@@ -279,50 +279,13 @@ class LeaseBook:
             wall, [entries.ticket_cancelled(ticket)], deleted_tickets=(ticket.ticket_id,)
         )
 
-    def renew(
-        self, row: LeaseRow, now: float, wall: float, checkpoint_wall: float | None = None
-    ) -> Change:
-        """Extend by the TTL; renewals are applied in memory only, and not audited.
-
-        ``checkpoint_wall`` is the last completed checkpoint known now (kept if None).
-        """
-        # Spelled out rather than attrs.evolve: this is the hot path of every renewal.
-        renewed = LeaseRow(
-            lease_id=row.lease_id,
-            job=row.job,
-            holder=row.holder,
-            priority=row.priority,
-            slots=row.slots,
-            ttl=row.ttl,
-            fencing_token=row.fencing_token,
-            state=row.state,
-            epoch=self.epoch,
-            granted_at=row.granted_at,
-            expires_at=now + row.ttl,
-            granted_wall=row.granted_wall,
-            expires_wall=wall + row.ttl,
-            ticket_id=row.ticket_id,
-            ended_wall=row.ended_wall,
-            preempt_cause=row.preempt_cause,
-            preempt_requested_wall=row.preempt_requested_wall,
-            preempt_deadline_wall=row.preempt_deadline_wall,
-            # A renewal never touches a hold: it is carried over as it is.
-            hold_reason=row.hold_reason,
-            hold_set_wall=row.hold_set_wall,
-            hold_expires_at=row.hold_expires_at,
-            hold_expires_wall=row.hold_expires_wall,
-            grace=row.grace,
-            checkpoint_wall=row.checkpoint_wall if checkpoint_wall is None else checkpoint_wall,
-            work_lost_records=row.work_lost_records,
-            work_lost_seconds=row.work_lost_seconds,
-        )
-        return Change(updated_leases=(renewed,))
-
     def renew_in_memory(
         self, row: LeaseRow, now: float, wall: float, checkpoint_wall: float | None = None
     ) -> LeaseRow:
-        """:meth:`renew` and :meth:`apply` at once, for the hot path: a renewal changes
-        the expiry (and the checkpoint time) of an ACTIVE row and nothing else."""
+        """Extend an ACTIVE row by its TTL, in memory only: renewals are not audited
+        and write nothing durable (the executor checkpoints them). A renewal changes the
+        expiry (and the checkpoint time, kept if ``checkpoint_wall`` is None) and
+        nothing else; the new row is returned."""
         # Positional (the field order of LeaseRow): a third faster than keywords here.
         renewed = LeaseRow(
             row.lease_id,

@@ -168,6 +168,15 @@ class _Entry:
         self.flushed_at: float | None = None
 
 
+def _pending_of(lease_id: int, entry: _Entry) -> PendingPreemption | None:
+    p = entry.pending
+    if p is None:
+        return None
+    return PendingPreemption(
+        lease_id, p.cause, p.requested_at, p.due, _reasons_of(entry), p.grace_deadline
+    )
+
+
 def _reasons_of(entry: _Entry) -> frozenset[NonPreemptibleReason]:
     return frozenset(_REASON_BY_KEY[k] for k in entry.markers) | entry.remote
 
@@ -420,12 +429,7 @@ class PreemptionManager:
             flushed = entry.flushed_at
             if reported is not None:
                 self._report_locked(lease_id, entry, reported)
-            p = entry.pending
-            if p is None:
-                return flushed, None
-            return flushed, PendingPreemption(
-                lease_id, p.cause, p.requested_at, p.due, _reasons_of(entry), p.grace_deadline
-            )
+            return flushed, _pending_of(lease_id, entry)
 
     def note_checkpoint(self, lease_id: int, at: float) -> bool:
         """Record a checkpoint the holder reports it completed at monotonic ``at``
@@ -615,27 +619,15 @@ class PreemptionManager:
         """The lease's pending preemption, or None."""
         with self._lock:
             entry = self._tracked.get(lease_id)
-            if entry is None or entry.pending is None:
-                return None
-            p = entry.pending
-            return PendingPreemption(
-                lease_id, p.cause, p.requested_at, p.due, _reasons_of(entry), p.grace_deadline
-            )
+            return None if entry is None else _pending_of(lease_id, entry)
 
     def pending_all(self) -> list[PendingPreemption]:
         """Every pending preemption, earliest deadline first."""
         with self._lock:
             found = [
-                PendingPreemption(
-                    lease_id,
-                    e.pending.cause,
-                    e.pending.requested_at,
-                    e.pending.due,
-                    _reasons_of(e),
-                    e.pending.grace_deadline,
-                )
+                p
                 for lease_id, e in self._tracked.items()
-                if e.pending is not None
+                if (p := _pending_of(lease_id, e)) is not None
             ]
         return sorted(found, key=lambda p: (p.deadline, p.lease_id))
 

@@ -494,6 +494,7 @@ class Health:
 # ----------------------------------------------------------------------------- parsing
 
 _M = TypeVar("_M")
+_S = TypeVar("_S")
 
 
 def _refuse_constant(name: str) -> float:
@@ -591,92 +592,83 @@ def _shape(model: type[Any]) -> _Shape:
     return shape
 
 
-class _FastEntry(msgspec.Struct, forbid_unknown_fields=True):
-    lease_id: LeaseIdStr
+# The C (msgspec) decoding of the two hottest bodies. msgspec checks the same shapes,
+# types and ranges as the strict parser, but takes the last of duplicate keys where the
+# strict parser refuses them; so a body is taken only if it holds no escape (which could
+# spell a key another way) and every key occurs in the raw text exactly as often as it
+# was decoded. Any other body is the strict parser's, which finds and names the fault.
+
+
+class _FastRenew(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fencing_token: Annotated[int, Meta(ge=1, le=INT64_MAX)]
     reasons: list[ReasonName] | msgspec.UnsetType = msgspec.UNSET
     checkpoint_age: (
         Annotated[float, Meta(ge=0, le=MAX_WORK_LOST_SECONDS)] | msgspec.UnsetType | None
     ) = msgspec.UNSET
+
+
+class _FastEntry(_FastRenew, forbid_unknown_fields=True, kw_only=True):
+    lease_id: LeaseIdStr
 
 
 class _FastRenewals(msgspec.Struct, forbid_unknown_fields=True):
     leases: Annotated[list[_FastEntry], Meta(min_length=1, max_length=MAX_BATCH_RENEWALS)]
 
 
+_FAST_RENEW = msgspec.json.Decoder(_FastRenew)
 _FAST_RENEWALS = msgspec.json.Decoder(_FastRenewals)
 
 
-class _FastRenew(msgspec.Struct, forbid_unknown_fields=True):
-    fencing_token: Annotated[int, Meta(ge=1, le=INT64_MAX)]
-    reasons: list[ReasonName] | msgspec.UnsetType = msgspec.UNSET
-    checkpoint_age: (
-        Annotated[float, Meta(ge=0, le=MAX_WORK_LOST_SECONDS)] | msgspec.UnsetType | None
-    ) = msgspec.UNSET
+def _decode_fast(decoder: msgspec.json.Decoder[_S], raw: bytes) -> _S | None:
+    if b"\\" in raw:
+        return None
+    try:
+        return decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
-_FAST_RENEW = msgspec.json.Decoder(_FastRenew)
+def _counted(raw: bytes, bodies: list[_FastRenew], keys: dict[bytes, int]) -> bool:
+    """True if each renew key, and each of ``keys``, occurs in ``raw`` as often as it
+    was decoded (``keys``: extra keys and how often each must occur)."""
+    given = len(bodies)
+    with_reasons = sum(1 for b in bodies if b.reasons is not msgspec.UNSET)
+    with_age = sum(1 for b in bodies if b.checkpoint_age is not msgspec.UNSET)
+    expected = {
+        b'"fencing_token"': given,
+        b'"reasons"': with_reasons,
+        b'"checkpoint_age"': with_age,
+        **keys,
+    }
+    return all(raw.count(key) == n for key, n in expected.items())
+
+
+def _reasons(body: _FastRenew) -> list[ReasonName]:
+    return [] if body.reasons is msgspec.UNSET else body.reasons
+
+
+def _age(body: _FastRenew) -> float | None:
+    return None if body.checkpoint_age is msgspec.UNSET else body.checkpoint_age
 
 
 def _parse_renew_fast(raw: bytes) -> RenewRequest | None:
-    """A valid renew body decoded in C; None for any the strict parser must judge
-    (the key counts guard against duplicates, as in :func:`_parse_renewals_fast`)."""
-    if b"\\" in raw:
-        return None  # an escape (a key spelled with one may be a duplicate): strict
-    try:
-        body = _FAST_RENEW.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    """A plainly valid renew body, decoded in C; None for the strict parser to judge."""
+    body = _decode_fast(_FAST_RENEW, raw)
+    if body is None or not _counted(raw, [body], {}):
         return None
-    reasons, age = body.reasons, body.checkpoint_age
-    if (
-        raw.count(b'"fencing_token"') != 1
-        or raw.count(b'"reasons"') != (reasons is not msgspec.UNSET)
-        or raw.count(b'"checkpoint_age"') != (age is not msgspec.UNSET)
-    ):
-        return None
-    return RenewRequest(
-        body.fencing_token,
-        [] if reasons is msgspec.UNSET else reasons,
-        None if age is msgspec.UNSET else age,
-    )
+    return RenewRequest(body.fencing_token, _reasons(body), _age(body))
 
 
 def _parse_renewals_fast(raw: bytes) -> list[RenewalEntry | FieldError] | None:
-    """A batch renewal in which every entry is valid, decoded in C; None for any body
-    the strict parser must judge (it then finds and names what is wrong).
-
-    msgspec checks the same shapes, types and ranges, but takes the last of duplicate
-    keys where the strict parser refuses them: so the body must hold no escape (which
-    could spell a key another way), and every key must occur in the raw text exactly
-    as often as it was decoded.
-    """
-    if b"\\" in raw:
-        return None  # no valid entry needs an escape; an escaped key may be a duplicate
-    try:
-        body = _FAST_RENEWALS.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    """A batch renewal in which every entry is valid, decoded in C; None for the strict
+    parser to judge."""
+    body = _decode_fast(_FAST_RENEWALS, raw)
+    if body is None:
         return None
     leases = body.leases
-    count = len(leases)
-    with_reasons = sum(1 for e in leases if e.reasons is not msgspec.UNSET)
-    with_age = sum(1 for e in leases if e.checkpoint_age is not msgspec.UNSET)
-    if (
-        raw.count(b'"leases"') != 1
-        or raw.count(b'"lease_id"') != count
-        or raw.count(b'"fencing_token"') != count
-        or raw.count(b'"reasons"') != with_reasons
-        or raw.count(b'"checkpoint_age"') != with_age
-    ):
+    if not _counted(raw, list(leases), {b'"leases"': 1, b'"lease_id"': len(leases)}):
         return None
-    return [
-        RenewalEntry(
-            e.lease_id,
-            e.fencing_token,
-            [] if e.reasons is msgspec.UNSET else e.reasons,
-            None if e.checkpoint_age is msgspec.UNSET else e.checkpoint_age,
-        )
-        for e in leases
-    ]
+    return [RenewalEntry(e.lease_id, e.fencing_token, _reasons(e), _age(e)) for e in leases]
 
 
 def parse_renewals(raw: bytes) -> list[RenewalEntry | FieldError]:
