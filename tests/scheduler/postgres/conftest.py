@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from support.postgres import free_port
+from support.postgres import PostgresCluster, free_port
+
+from .tcp_proxy import TcpProxy
 
 ADMIN_TOKEN = "admin-token-for-replica-tests-01"
 WORKERS = {f"w{i}": f"worker-{i}-token-for-replica-tests" for i in range(8)}
@@ -163,3 +165,16 @@ def wait_health(
         if time.monotonic() > give_up:
             raise AssertionError(f"{replica.name}: /healthz never matched; last {health}")
         time.sleep(0.05)
+
+
+@pytest.fixture
+def proxy(postgres_cluster: PostgresCluster) -> Iterator[TcpProxy]:
+    """A fault-injecting TCP proxy in front of the session's PostgreSQL."""
+    p = TcpProxy(postgres_cluster.port)
+    yield p
+    p.close()
+
+
+def through(proxy: TcpProxy, postgres_url: str, postgres_cluster: PostgresCluster) -> str:
+    """``postgres_url`` by way of ``proxy``."""
+    return postgres_url.replace(f":{postgres_cluster.port}/", f":{proxy.port}/")

@@ -3,6 +3,10 @@
 Black-holing keeps every connection open and accepts new ones, but forwards nothing
 in either direction: to the client the server looks alive and silent, the way a
 network partition looks (no reset, no error, just no answers).
+
+``cut_after(marker)`` loses one answer: the next client message holding ``marker``
+reaches the server, the server's answer is read and dropped, and that connection is
+closed. For a COMMIT, the server has committed and the client cannot know it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ class TcpProxy:
         self.port: int = self._listener.getsockname()[1]
         self._forwarding = threading.Event()
         self._forwarding.set()
+        self._marker: bytes | None = None
+        self.cut = threading.Event()
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -33,6 +39,10 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._forwarding.set()
+
+    def cut_after(self, marker: bytes) -> None:
+        self.cut.clear()
+        self._marker = marker
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -65,6 +75,13 @@ class TcpProxy:
                     if not data:
                         return
                     peers[sock].sendall(data)
+                    marker = self._marker
+                    if sock is a and marker is not None and marker in data:
+                        self._marker = None
+                        b.settimeout(10)
+                        b.recv(65536)  # the server's answer: it has acted on the message
+                        self.cut.set()
+                        return
         except OSError:
             return
         finally:

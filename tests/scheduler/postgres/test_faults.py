@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from grafos_scheduler import PostgresStore, SchedulerClient
 from support.postgres import PostgresCluster
 
-from .conftest import ADMIN_TOKEN, WORKERS, ReplicaFactory, leader_of, wait_health
+from .conftest import ADMIN_TOKEN, WORKERS, ReplicaFactory, leader_of, through, wait_health
 from .tcp_proxy import TcpProxy
 from .workload import Workload, check_against_database, elections
 
@@ -97,13 +96,6 @@ def test_the_zombie_leader_writes_nothing_and_steps_down(
     assert 'grafos_replica_role{role="standby"} 1' in metrics.text
 
 
-@pytest.fixture
-def proxy(postgres_cluster: PostgresCluster) -> Iterator[TcpProxy]:
-    p = TcpProxy(postgres_cluster.port)
-    yield p
-    p.close()
-
-
 def test_a_leader_cut_off_from_the_database_stops_before_its_leadership_ends(
     start_replica: ReplicaFactory,
     postgres_url: str,
@@ -111,7 +103,7 @@ def test_a_leader_cut_off_from_the_database_stops_before_its_leadership_ends(
     proxy: TcpProxy,
 ) -> None:
     ttl = 2.0
-    proxied = postgres_url.replace(f":{postgres_cluster.port}/", f":{proxy.port}/")
+    proxied = through(proxy, postgres_url, postgres_cluster)
     cut = start_replica("cut", leader_ttl=ttl, store_url=proxied)
     cut.wait_up()
     wait_health(cut, lambda h: h["role"] == "leader")
@@ -157,10 +149,41 @@ def test_postgres_restarting_under_load_loses_nothing_acknowledged(
         time.sleep(0.5)
         postgres_cluster.restart("immediate")  # a crash: recovery replays the WAL
         restarted = time.monotonic()
-        workload.wait_for_grant_after(restarted, timeout=30)
+        try:
+            workload.wait_for_grant_after(restarted, timeout=30)
+        except AssertionError as exc:
+            logs = "\n".join(f"{r.name}:\n{r.log.read_text()[-4000:]}" for r in replicas)
+            raise AssertionError(f"{exc}\n{logs}") from None
         time.sleep(1.0)
     finally:
         workload.stop()
     counts = check_against_database(workload, postgres_url)
     assert counts["grants"] > 0
     assert not workload.errors, workload.errors[:5]
+
+
+def test_a_grant_whose_commit_answer_is_lost_is_a_503_and_then_found(
+    proxy: TcpProxy,  # first: torn down after the replica, which resigns through it
+    start_replica: ReplicaFactory,
+    postgres_url: str,
+    postgres_cluster: PostgresCluster,
+) -> None:
+    # A long TTL: the replica leads again within seconds only because it resigns.
+    solo = start_replica(
+        "solo", leader_ttl=30.0, store_url=through(proxy, postgres_url, postgres_cluster)
+    )
+    solo.wait_up()
+    epoch = wait_health(solo, lambda h: h["role"] == "leader")["epoch"]
+    proxy.cut_after(b"COMMIT")
+    body = {"job": "answer-lost", "slots": 1, "ttl": 30.0}
+    response = httpx.post(solo.url + "/v1/leases", json=body, headers=WORKER, timeout=30)
+    assert proxy.cut.is_set()
+    assert response.status_code == 503, response.text
+    wait_health(solo, lambda h: h["role"] == "leader" and h["epoch"] > epoch, timeout=10)
+    # The new leader read the database: the grant is there, and a retry is told so.
+    retry = httpx.post(solo.url + "/v1/leases", json=body, headers=WORKER, timeout=30)
+    assert retry.status_code == 409, retry.text
+    listed = httpx.get(solo.url + "/v1/leases?state=active", headers=WORKER, timeout=30)
+    assert [lease["job"] for lease in listed.json()["leases"]] == ["answer-lost"]
+    other = httpx.post(solo.url + "/v1/leases", json={**body, "job": "next"}, headers=WORKER)
+    assert other.status_code in (200, 201), other.text

@@ -1,4 +1,5 @@
-"""Replicas in one process: the fenced write, the takeover's restore, fresh TTLs."""
+"""Replicas in one process: the fenced write, the takeover's restore, fresh TTLs, and
+the commit whose answer was lost."""
 
 from __future__ import annotations
 
@@ -18,8 +19,14 @@ from grafos_scheduler import (
     ReplicaRole,
     Scheduler,
     SchedulerStore,
+    StoreConflict,
+    StoreError,
 )
+from support.postgres import PostgresCluster
 from support.scheduling import as_lease
+
+from .conftest import through
+from .tcp_proxy import TcpProxy
 
 
 def _replica(url: str, name: str, ttl: float = 1.0) -> Replica:
@@ -104,3 +111,65 @@ def test_fresh_ttl_gives_every_restored_lease_a_whole_ttl(
     with Scheduler(4, make_store(), clock=clock, autostart=False, leader_change=True) as second:
         assert second.get(lease.lease_id).expires_at == pytest.approx(clock.monotonic() + 10.0)
     assert store_kind in ("sqlite", "postgres")  # on both stores
+
+
+def test_a_commit_whose_answer_is_lost_makes_the_leader_resign_and_restore(
+    postgres_url: str, postgres_cluster: PostgresCluster, proxy: TcpProxy
+) -> None:
+    # A long TTL: only a resignation lets the next election happen within seconds.
+    a = _replica(through(proxy, postgres_url, postgres_cluster), "a", ttl=30.0).start()
+    try:
+        first = a.wait_for_role(ReplicaRole.LEADER, 20)
+        assert first.scheduler is not None
+        as_lease(first.scheduler.acquire("before", "w", 0, 1, 30.0))
+        proxy.cut_after(b"COMMIT")
+        with pytest.raises(StoreError, match="may or may not be written"):
+            first.scheduler.acquire("answer-lost", "w", 0, 1, 30.0)
+        assert proxy.cut.is_set()
+        assert a.status().role is ReplicaRole.STANDBY  # at once: memory may be behind
+        # The change was written; the scheduler that did not see it must write no more.
+        with PostgresStore(postgres_url) as store:
+            assert sorted(r.job for r in store.list_leases()) == ["answer-lost", "before"]
+        second = a.wait_for_role(ReplicaRole.LEADER, 10)
+        assert second.epoch > first.epoch
+        assert second.scheduler is not None
+        assert sorted(lease.job for lease in second.scheduler.leases()) == [
+            "answer-lost",
+            "before",
+        ]
+        as_lease(second.scheduler.acquire("after", "w", 0, 1, 30.0))
+        assert second.scheduler.audit.verify().ok
+    finally:
+        a.close()
+    assert a.step_downs == 1
+
+
+def test_a_store_ahead_of_memory_makes_the_leader_resign_and_restore(
+    postgres_url: str,
+) -> None:
+    views: list[SchedulerStore] = []
+
+    def make(store: SchedulerStore) -> Scheduler:
+        views.append(store)
+        return Scheduler(4, store, max_defer=30.0, leader_change=True)
+
+    a = Replica(PostgresStore(postgres_url), make, advertise_url="http://a", leader_ttl=30.0)
+    a.start()
+    try:
+        first = a.wait_for_role(ReplicaRole.LEADER, 20)
+        assert first.scheduler is not None
+        # A second writer in the same epoch: once it commits, the leader's memory is
+        # behind the database.
+        other = Scheduler(4, views[0], max_defer=30.0, leader_change=True, autostart=False)
+        as_lease(other.acquire("two", "w", 0, 1, 30.0))
+        with pytest.raises(StoreConflict, match="audit head"):
+            first.scheduler.acquire("one", "w", 0, 1, 30.0)
+        assert a.status().role is ReplicaRole.STANDBY
+        second = a.wait_for_role(ReplicaRole.LEADER, 10)
+        assert second.epoch > first.epoch
+        assert second.scheduler is not None
+        assert [lease.job for lease in second.scheduler.leases()] == ["two"]
+        as_lease(second.scheduler.acquire("one", "w", 0, 1, 30.0))
+        other.close()  # the view of an epoch that has ended
+    finally:
+        a.close()

@@ -70,6 +70,8 @@ class _Leading:
     scheduler: Scheduler | None
     deadline: float
     lost: bool = False
+    #: Why memory may no longer match the database, if it may not: resign at once.
+    stale: str | None = None
 
 
 class Replica:
@@ -79,8 +81,10 @@ class Replica:
     restores the leases, tokens, tickets, deferred preemptions and the audit chain
     from the database, as a restart does. On losing leadership (a refused write, a
     refused or late renewal) the replica closes that scheduler, which stops its
-    executor, and serves as a standby. :meth:`status` is what the HTTP layer asks
-    before and after each request.
+    executor, and serves as a standby. A commit whose outcome it cannot know (the
+    connection failed during the COMMIT) leaves memory possibly behind the database:
+    the replica then steps down and resigns, so that the next leader restores afresh.
+    :meth:`status` is what the HTTP layer asks before and after each request.
     """
 
     def __init__(
@@ -252,7 +256,11 @@ class Replica:
     def _restore(self, leading: _Leading) -> None:
         epoch = leading.epoch
         fenced = self._store.fenced(
-            epoch, self.owner, on_lost=self._on_lost, alive=lambda: self._still_leader(epoch)
+            epoch,
+            self.owner,
+            on_lost=self._on_lost,
+            alive=lambda: self._still_leader(epoch),
+            on_stale=self._on_stale,
         )
         try:
             scheduler = self._make_scheduler(fenced)
@@ -285,7 +293,8 @@ class Replica:
 
     def _renew(self, leading: _Leading, interval: float) -> float:
         if not self._still_leader(leading.epoch):
-            self._step_down(leading, "its leadership ended (fenced or past its own deadline)")
+            why = leading.stale or "its leadership ended (fenced or past its own deadline)"
+            self._step_down(leading, why)
             return 0.0
         started = self._monotonic()
         try:
@@ -317,6 +326,18 @@ class Replica:
             self._changed.notify_all()
         self._wake.set()
 
+    def _on_stale(self, epoch: int, why: str) -> None:
+        # A COMMIT with no answer, or a store ahead of memory: every later write of
+        # this scheduler would be computed from state the database no longer holds.
+        # Stop acting now; the next leader (maybe this replica) restores afresh.
+        with self._changed:
+            leading = self._leading
+            if leading is not None and leading.epoch == epoch and leading.stale is None:
+                leading.stale = why
+                leading.lost = True
+            self._changed.notify_all()
+        self._wake.set()
+
     def _watch(self) -> None:
         """Step down at the deadline even while the competing thread is stuck on a
         database that does not answer."""
@@ -327,7 +348,10 @@ class Replica:
             if overdue and leading is not None:
                 threading.Thread(
                     target=self._step_down,
-                    args=(leading, "its own deadline passed before a renewal got through"),
+                    args=(
+                        leading,
+                        leading.stale or "its own deadline passed before a renewal got through",
+                    ),
                     daemon=True,
                 ).start()
 
@@ -348,6 +372,10 @@ class Replica:
             extra={"event": "leader_stepped_down", "epoch": leading.epoch},
         )
         self._close_scheduler(leading)
+        if leading.stale is not None:
+            # Its epoch is still live in the database: give it up rather than make
+            # every replica wait for it to lapse.
+            self._resign_quietly(leading.epoch)
         self._wake.set()
 
     @staticmethod

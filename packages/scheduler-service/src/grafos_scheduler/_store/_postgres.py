@@ -33,7 +33,13 @@ except ImportError as exc:  # the `postgres` extra is not installed
 from .._domain import _audit_entries as entries
 from .._domain._audit import GENESIS_HASH, AuditRecord, chain
 from .._domain._change import Change
-from .._domain._errors import SchedulerError, StoreClosed, StoreError, StoreSuperseded
+from .._domain._errors import (
+    SchedulerError,
+    StoreClosed,
+    StoreConflict,
+    StoreError,
+    StoreSuperseded,
+)
 from .._domain._ids import id_from_hex, id_hex
 from .._domain._lease import LeaseState
 from .._domain._rows import LeaseRow, TicketRow
@@ -444,6 +450,7 @@ class _Fence:
     owner: str
     on_lost: Callable[[int], None] | None
     alive: Callable[[], bool] | None
+    on_stale: Callable[[int, str], None] | None = None
 
 
 class _Shared:
@@ -550,6 +557,7 @@ class PostgresStore:
         owner: str,
         on_lost: Callable[[int], None] | None = None,
         alive: Callable[[], bool] | None = None,
+        on_stale: Callable[[int, str], None] | None = None,
     ) -> PostgresStore:
         """A view of this store whose every write checks leadership ``epoch`` of ``owner``.
 
@@ -557,12 +565,19 @@ class PostgresStore:
         ``FOR SHARE``. ``alive`` is the leader's own verdict (its deadline on its
         monotonic clock), asked before the transaction starts and again before it
         commits. A failed check rolls the transaction back, calls ``on_lost(epoch)``
-        and raises :class:`LeadershipLost`. The view shares this store's connections;
-        closing it leaves them open (the store's own :meth:`close` closes them).
+        and raises :class:`LeadershipLost`.
+
+        ``on_stale(epoch, why)`` is called when the leader's memory can no longer be
+        trusted to match the database: the connection failed during a COMMIT (the
+        change may or may not be written), or the database refused a change with
+        :class:`StoreConflict` (it holds a write memory never saw). The leader should
+        step down, so that a fresh restore reads the database. The view shares this
+        store's connections; closing it leaves them open (the store's own
+        :meth:`close` closes them).
         """
         view = object.__new__(PostgresStore)
         view._shared = self._shared
-        view._fence = _Fence(epoch, owner, on_lost, alive)
+        view._fence = _Fence(epoch, owner, on_lost, alive, on_stale)
         view._view_closed = False
         view._lock = threading.Lock()
         view._in_transaction = set()
@@ -643,6 +658,8 @@ class PostgresStore:
             self._in_transaction.add(me)
         fence = self._fence
         lost = False
+        committing = False
+        stale: str | None = None
         try:
             if fence is not None and fence.alive is not None and not fence.alive():
                 lost = True
@@ -664,16 +681,31 @@ class PostgresStore:
                             # Past our own deadline mid-transaction: do not commit.
                             lost = True
                             raise self._lost(fence)
+                        committing = True  # leaving this block sends the COMMIT
                 except StoreError as exc:
+                    if isinstance(exc, StoreConflict):
+                        stale = f"the database refused a change: {exc}"
                     if exc.path is None and not isinstance(exc, LeadershipLost):
                         # Same class (StoreConflict stays one), now naming the database.
                         raise type(exc)(f"store {self.url}: {exc}", self.url) from exc
                     raise
+        except StoreError as exc:
+            if not committing:
+                raise
+            # The COMMIT was sent and no answer came: the server may have written it.
+            stale = f"the connection failed during a COMMIT, whose outcome is unknown: {exc}"
+            raise StoreError(
+                f"store {self.url}: the connection failed during a COMMIT; the change may "
+                f"or may not be written: {exc}",
+                self.url,
+            ) from exc
         finally:
             with self._lock:
                 self._in_transaction.discard(me)
             if lost and fence is not None and fence.on_lost is not None:
                 fence.on_lost(fence.epoch)
+            if stale is not None and fence is not None and fence.on_stale is not None:
+                fence.on_stale(fence.epoch, stale)
 
     def _lost(self, fence: _Fence) -> LeadershipLost:
         return LeadershipLost(
