@@ -83,6 +83,7 @@ _KEYS = [
 _VALUES = st.one_of(
     st.just(LEASE),
     st.just(LEASE.upper()),
+    st.sampled_from([LEASE[:-1], LEASE + "0", "g" + LEASE[1:], " " + LEASE[1:], LEASE[:-1] + "_"]),
     st.integers(-2, 2**64),
     st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),

@@ -16,6 +16,7 @@ import urllib.parse
 from typing import Any
 
 from .._domain._errors import SchedulerError
+from ._gc import settle_garbage_collector
 
 __all__ = [
     "add_replica_arguments",
@@ -183,6 +184,7 @@ def serve_replica(
     try:
         config = uvicorn.Config(front, log_config=None, access_log=False, lifespan="on")
         server = uvicorn.Server(config)
+        settle_garbage_collector()
         server.run(sockets=[sock])
     finally:
         warm_up.join()

@@ -24,6 +24,7 @@ from ._arguments import EXIT_USAGE, UsageError
 from ._config import ServeConfig, add_serve_settings, resolve
 from ._connection import load_tokens
 from ._database import open_store
+from ._gc import settle_garbage_collector
 from ._logging import configure_logging
 from ._replicas import add_replica_arguments, postgres_url, serve_replica, use_sqlite_store_url
 
@@ -223,6 +224,7 @@ def _serve_on(config: ServeConfig, tokens: ReloadableTokens, sock: socket.socket
                 uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
             )
             stop.append(server)
+            settle_garbage_collector()
             server.run(sockets=[sock])
             if scheduler.failed is not None:
                 print(f"grafos-scheduler: the service stopped: {scheduler.failed}", file=sys.stderr)

@@ -286,36 +286,7 @@ class LeaseBook:
         and write nothing durable (the executor checkpoints them). A renewal changes the
         expiry (and the checkpoint time, kept if ``checkpoint_wall`` is None) and
         nothing else; the new row is returned."""
-        # Positional (the field order of LeaseRow): a third faster than keywords here.
-        renewed = LeaseRow(
-            row.lease_id,
-            row.job,
-            row.holder,
-            row.priority,
-            row.slots,
-            row.ttl,
-            row.fencing_token,
-            row.state,
-            self.epoch,
-            row.granted_at,
-            now + row.ttl,  # expires_at
-            row.granted_wall,
-            wall + row.ttl,  # expires_wall
-            row.ticket_id,
-            row.ended_wall,
-            row.preempt_cause,
-            row.preempt_requested_wall,
-            row.preempt_deadline_wall,
-            row.end_cause,
-            row.hold_reason,
-            row.hold_set_wall,
-            row.hold_expires_at,
-            row.hold_expires_wall,
-            row.grace,
-            row.checkpoint_wall if checkpoint_wall is None else checkpoint_wall,
-            row.work_lost_records,
-            row.work_lost_seconds,
-        )
+        renewed = row.renewed(self.epoch, now + row.ttl, wall + row.ttl, checkpoint_wall)
         self.active[row.lease_id] = renewed
         heapq.heappush(self._expiry, (renewed.expires_at, row.lease_id))
         return renewed

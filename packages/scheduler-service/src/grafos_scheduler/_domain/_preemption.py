@@ -427,7 +427,15 @@ class PreemptionManager:
                 taken = self._taken.get(lease_id)
                 return (None if taken is None else taken.flushed_at), None
             flushed = entry.flushed_at
-            if reported is not None:
+            if reported is not None and (
+                reported
+                or entry.remote
+                or entry.markers
+                or entry.pending is not None
+                or not entry.free
+            ):
+                # (An empty report on a free lease with nothing reported changes nothing:
+                # a worker with no flush in flight says so with every renewal.)
                 self._report_locked(lease_id, entry, reported)
             return flushed, _pending_of(lease_id, entry)
 

@@ -608,7 +608,8 @@ class _FastRenew(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class _FastEntry(_FastRenew, forbid_unknown_fields=True, kw_only=True):
-    lease_id: LeaseIdStr
+    # Checked by _parse_renewals_fast: msgspec's pattern check costs 0.7 µs an entry.
+    lease_id: str
 
 
 class _FastRenewals(msgspec.Struct, forbid_unknown_fields=True):
@@ -668,7 +669,14 @@ def _parse_renewals_fast(raw: bytes) -> list[RenewalEntry | FieldError] | None:
     leases = body.leases
     if not _counted(raw, list(leases), {b'"leases"': 1, b'"lease_id"': len(leases)}):
         return None
+    for e in leases:
+        # Exactly ID_PATTERN: 32 characters, each a lowercase hex digit.
+        if len(e.lease_id) != 32 or e.lease_id.strip(_HEX_DIGITS):
+            return None
     return [RenewalEntry(e.lease_id, e.fencing_token, _reasons(e), _age(e)) for e in leases]
+
+
+_HEX_DIGITS = "0123456789abcdef"
 
 
 def parse_renewals(raw: bytes) -> list[RenewalEntry | FieldError]:
