@@ -95,3 +95,19 @@ def test_every_audit_kind_has_a_builder() -> None:
     source = "\n".join(inspect.getsource(f) for f in builders)
     missing = [k.name for k in AuditKind if f"AuditKind.{k.name}" not in source]
     assert missing == []
+
+
+def test_renewals_keep_one_expiry_entry_per_lease_and_the_due_one_is_the_latest() -> None:
+    book = _book()
+    book.apply(_grant(book))
+    row = book.active[7]
+    for i in range(1, 1001):
+        row = book.renew_in_memory(row, now=100.0 + i / 100, wall=1_000.0 + i / 100)
+    assert row.expires_at == 120.0
+    assert len(book._expiry) == 1  # a renewal pushes nothing
+    # The old entry comes up at 110: not due, it moves to the renewed expiry.
+    assert book.due_expiry(110.0) is None
+    assert book._expiry == [(120.0, 7)]
+    assert book.next_expiry() == 120.0
+    assert book.due_expiry(119.99) is None
+    assert book.due_expiry(120.0) is row

@@ -101,16 +101,21 @@ class LeaseBook:
     def due_expiry(self, now: float) -> LeaseRow | None:
         """The ACTIVE row whose expiry is due at ``now``, or None.
 
-        Heap entries of leases that ended or were renewed are dropped here; the live
-        entry stays until its expiry is applied, so a failed commit is retried.
+        Heap entries of leases that ended are dropped here, and those of leases renewed
+        since move to the new expiry (a renewal pushes nothing, so the heap holds about
+        one entry per lease however often they renew). The live entry stays until its
+        expiry is applied, so a failed commit is retried.
         """
         heap = self._expiry
         while heap and heap[0][0] <= now:
             expires_at, lease_id = heap[0]
             row = self.active.get(lease_id)
-            if row is not None and row.expires_at == expires_at:
+            if row is None:
+                heapq.heappop(heap)
+            elif row.expires_at == expires_at:
                 return row
-            heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (row.expires_at, lease_id))
         return None
 
     # -- memory: changed only by committed Changes --------------------------------
@@ -287,8 +292,8 @@ class LeaseBook:
         expiry (and the checkpoint time, kept if ``checkpoint_wall`` is None) and
         nothing else; the new row is returned."""
         renewed = row.renewed(self.epoch, now + row.ttl, wall + row.ttl, checkpoint_wall)
+        # The expiry heap keeps the older entry: due_expiry moves it when it comes up.
         self.active[row.lease_id] = renewed
-        heapq.heappush(self._expiry, (renewed.expires_at, row.lease_id))
         return renewed
 
     def end(
