@@ -178,7 +178,8 @@ def test_a_grant_whose_commit_answer_is_lost_is_a_503_and_then_found(
     body = {"job": "answer-lost", "slots": 1, "ttl": 30.0}
     response = httpx.post(solo.url + "/v1/leases", json=body, headers=WORKER, timeout=30)
     assert proxy.cut.is_set()
-    assert response.status_code == 503, response.text
+    # 503; or, had it led again before the answer left, a 307 to itself.
+    assert response.status_code in (503, 307), response.text
     wait_health(solo, lambda h: h["role"] == "leader" and h["epoch"] > epoch, timeout=10)
     # The new leader read the database: the grant is there, and a retry is told so.
     retry = httpx.post(solo.url + "/v1/leases", json=body, headers=WORKER, timeout=30)

@@ -189,7 +189,7 @@ class Replica:
             leading, self._leading = self._leading, None
         if leading is not None:
             self._close_scheduler(leading)
-            if not leading.lost:
+            if not leading.lost or leading.stale is not None:
                 try:
                     self._store.resign_leadership(leading.epoch, self.owner)
                 except SchedulerError:

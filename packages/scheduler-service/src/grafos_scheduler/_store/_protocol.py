@@ -126,7 +126,9 @@ class SchedulerStore(Protocol):
         into one fsync). Raises :class:`StoreConflict` if the audit head or a fencing
         token counter is not what the change expects (see :func:`write_change`),
         :class:`StoreFailed` once making commits durable has failed, and
-        :class:`StoreError` on any other failure; in each case nothing was written.
+        :class:`StoreError` on any other failure; in each case nothing was written,
+        except that a store over a network (PostgreSQL) whose connection fails during
+        the COMMIT cannot know: its error says the change may or may not be written.
         """
         ...
 
