@@ -399,6 +399,16 @@ class PreemptionManager:
         self, lease_id: int, entry: _Entry, reported: frozenset[NonPreemptibleReason]
     ) -> None:
         if (
+            not reported
+            and entry.free
+            and not entry.remote
+            and not entry.markers
+            and entry.pending is None
+        ):
+            # Nothing reported, nothing was, and the lease is preemptible now: nothing
+            # changes (a worker with no flush in flight says so with every renewal).
+            return
+        if (
             NonPreemptibleReason.CHECKPOINT_IN_PROGRESS in entry.remote
             and NonPreemptibleReason.CHECKPOINT_IN_PROGRESS not in reported
         ):
@@ -427,15 +437,7 @@ class PreemptionManager:
                 taken = self._taken.get(lease_id)
                 return (None if taken is None else taken.flushed_at), None
             flushed = entry.flushed_at
-            if reported is not None and (
-                reported
-                or entry.remote
-                or entry.markers
-                or entry.pending is not None
-                or not entry.free
-            ):
-                # (An empty report on a free lease with nothing reported changes nothing:
-                # a worker with no flush in flight says so with every renewal.)
+            if reported is not None:
                 self._report_locked(lease_id, entry, reported)
             return flushed, _pending_of(lease_id, entry)
 

@@ -293,8 +293,7 @@ class Replica:
 
     def _renew(self, leading: _Leading, interval: float) -> float:
         if not self._still_leader(leading.epoch):
-            why = leading.stale or "its leadership ended (fenced or past its own deadline)"
-            self._step_down(leading, why)
+            self._step_down(leading, "its leadership ended (fenced or past its own deadline)")
             return 0.0
         started = self._monotonic()
         try:
@@ -318,23 +317,25 @@ class Replica:
 
     def _on_lost(self, epoch: int) -> None:
         # Called inside a refused write, from any thread: flag it, never block here.
-        with self._changed:
-            self.refused_writes += 1
-            leading = self._leading
-            if leading is not None and leading.epoch == epoch:
-                leading.lost = True
-            self._changed.notify_all()
-        self._wake.set()
+        self._stop_acting(epoch, refused=True)
 
     def _on_stale(self, epoch: int, why: str) -> None:
         # A COMMIT with no answer, or a store ahead of memory: every later write of
         # this scheduler would be computed from state the database no longer holds.
         # Stop acting now; the next leader (maybe this replica) restores afresh.
+        self._stop_acting(epoch, stale=why)
+
+    def _stop_acting(self, epoch: int, *, refused: bool = False, stale: str | None = None) -> None:
+        """Flag the leadership of ``epoch`` lost (and why memory is stale, if it is);
+        the competing thread or the watchdog steps down. Never blocks."""
         with self._changed:
+            if refused:
+                self.refused_writes += 1
             leading = self._leading
-            if leading is not None and leading.epoch == epoch and leading.stale is None:
-                leading.stale = why
+            if leading is not None and leading.epoch == epoch:
                 leading.lost = True
+                if leading.stale is None:
+                    leading.stale = stale
             self._changed.notify_all()
         self._wake.set()
 
@@ -348,10 +349,7 @@ class Replica:
             if overdue and leading is not None:
                 threading.Thread(
                     target=self._step_down,
-                    args=(
-                        leading,
-                        leading.stale or "its own deadline passed before a renewal got through",
-                    ),
+                    args=(leading, "its own deadline passed before a renewal got through"),
                     daemon=True,
                 ).start()
 
@@ -368,7 +366,7 @@ class Replica:
             "replica %s steps down from epoch %d: %s",
             self.owner,
             leading.epoch,
-            why,
+            leading.stale or why,  # a stale memory is the reason, whoever noticed
             extra={"event": "leader_stepped_down", "epoch": leading.epoch},
         )
         self._close_scheduler(leading)
