@@ -7,6 +7,7 @@ rename inside the package is one edit here.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from grafos_scheduler import Scheduler
@@ -49,6 +50,9 @@ from grafos_scheduler._domain._limits import check_name
 # route declares, the request schema the OpenAPI document publishes, the policy.
 from grafos_scheduler._service import _policy as policy
 from grafos_scheduler._service._body import body_model
+
+# The event loop's wait for group commit, driven by tasks of one loop turn.
+from grafos_scheduler._service._durability import DurabilityWaiter
 from grafos_scheduler._service._openapi import request_schema
 from grafos_scheduler._service._routes import ROUTES
 from grafos_scheduler._wire import _models as wire_models
@@ -91,6 +95,27 @@ def active_row(scheduler: Scheduler, lease_id: int) -> Any:
     return scheduler._active[lease_id]
 
 
+class FailingCommits:
+    """Stands in for a SqliteStore's connection and fails its next ``times`` COMMITs
+    with the error SQLite gives for a failed WAL write; everything else is real."""
+
+    def __init__(self, store: Any, times: int) -> None:
+        self.real = store._conn
+        self.left = times
+        self.failed = 0
+        store._conn = self
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and self.left:
+            self.left -= 1
+            self.failed += 1
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        return self.real.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 def wal_sync_of(store: Any) -> Any:
     """A SqliteStore's group sync: durability tests hold back or fail its WAL fsync."""
     return store._sync
@@ -108,6 +133,8 @@ __all__ = [
     "DemoConfig",
     "DemoDirectoryRefused",
     "Display",
+    "DurabilityWaiter",
+    "FailingCommits",
     "FieldError",
     "HoldRequest",
     "JobView",

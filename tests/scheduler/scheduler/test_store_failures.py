@@ -1,13 +1,12 @@
 """A store transaction that fails loses nothing: what was due stays due, and is retried.
 
-Faults are injected by wrapping the real SQLite store's transaction(); everything else is
+Faults are injected by wrapping the real SQLite store's commit(); everything else is
 real.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,20 +29,18 @@ CKPT = NonPreemptibleReason.CHECKPOINT_IN_PROGRESS
 def _failing(
     monkeypatch: pytest.MonkeyPatch, scheduler: Scheduler, fail_calls: set[int]
 ) -> list[int]:
-    """Make the store's transaction() raise StoreError on the given calls (1-based)."""
+    """Make the store's commit() raise StoreError on the given calls (1-based)."""
     store: Any = store_of(scheduler)
-    real: Callable[[], contextlib.AbstractContextManager[Any]] = store.transaction
+    real: Callable[[Any], None] = store.commit
     calls = [0]
 
-    @contextlib.contextmanager
-    def flaky() -> Iterator[Any]:
+    def flaky(change: Any) -> None:
         calls[0] += 1
         if calls[0] in fail_calls:
             raise StoreError("disk I/O error (injected)")
-        with real() as txn:
-            yield txn
+        real(change)
 
-    monkeypatch.setattr(store, "transaction", flaky)
+    monkeypatch.setattr(store, "commit", flaky)
     return calls
 
 

@@ -1,5 +1,6 @@
-"""Group commit: decisions under the lock, one fsync outside it for every waiting commit,
-no answer and no read before its change is durable, and a failed fsync stops everything.
+"""Group commit: decisions under the lock, one transaction and one fsync outside it for
+every waiting commit, no answer and no read before its change is durable, a change that
+fails undone alone, and a failed fsync (or a COMMIT that fails twice) stops everything.
 
 The fsync is interposed (the store's ``_fsync_wal``, which the real one still runs), so
 a test can hold it back and watch who waits. A killed process cannot show a missing
@@ -8,7 +9,10 @@ fsync (the page cache survives it); holding the fsync back can.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +32,7 @@ from grafos_scheduler import (
     StoreFailed,
     Ticket,
 )
-from support.internals import book_of, wal_sync_of
+from support.internals import DurabilityWaiter, FailingCommits, book_of, wal_sync_of
 
 
 class HeldFsync:
@@ -154,6 +158,157 @@ def test_one_fsync_serves_every_commit_waiting_for_it(
     assert all(isinstance(out[0], Lease) for _, out in [(first, first_out), *others])
     # One fsync for the first grant, one (rarely two) for the sixteen behind it.
     assert fsync.calls <= 3, fsync.calls
+
+
+class Statements:
+    """The transaction statements the store's connection runs (SQLite's trace hook)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.seen: list[str] = []
+        store._query("SELECT 1")  # opened
+        assert store._conn is not None
+        store._conn.set_trace_callback(self._trace)
+
+    def _trace(self, sql: str) -> None:
+        if sql in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"):
+            self.seen.append(sql)
+
+
+def _rows_on_disk(path: str) -> int:
+    """Leases another connection sees: only what was committed."""
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        return int(other.execute("SELECT count(*) FROM leases").fetchone()[0])
+
+
+def test_the_changes_written_before_a_wait_share_one_transaction(
+    sched: Scheduler, store: SqliteStore
+) -> None:
+    statements = Statements(store)
+    leases = [_lease(sched.acquire(f"j{i}", "w", 0, 1, 30.0, wait=False)) for i in range(5)]
+    # Written and visible to the store's own reads; not committed, not durable.
+    assert not store.durable
+    assert _rows_on_disk(store.path) == 0
+    assert statements.seen == ["BEGIN IMMEDIATE"]
+    sched.wait_durable()
+    assert statements.seen == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert sched.durable
+    assert _rows_on_disk(store.path) == 5
+    assert all(sched.get(lease.lease_id).state is LeaseState.ACTIVE for lease in leases)
+    assert sched.audit.verify().ok
+
+
+def test_a_change_that_fails_in_a_group_is_undone_alone(
+    sched: Scheduler, store: SqliteStore
+) -> None:
+    # Another writer left an ACTIVE row for job "taken" behind the scheduler's back, so
+    # the store's one-active-lease-per-job index refuses the scheduler's grant of it.
+    with contextlib.closing(sqlite3.connect(store.path)) as other:
+        other.execute(
+            "INSERT INTO leases (lease_id, job, holder, priority, slots, ttl, fencing_token, "
+            "state, epoch, granted_at, expires_at, granted_wall, expires_wall) VALUES "
+            "(?, 'taken', 'w', 0, 1, 30, 1, 'active', 'e', 0, 30, 0, 30)",
+            ("f" * 32,),
+        )
+        other.commit()
+    before = _lease(sched.acquire("before", "w", 0, 1, 30.0, wait=False))
+    with pytest.raises(StoreError, match="IntegrityError"):
+        sched.acquire("taken", "w", 0, 1, 30.0, wait=False)
+    after = _lease(sched.acquire("after", "w", 0, 1, 30.0, wait=False))
+    sched.wait_durable()
+    assert sched.failed is None
+    assert {r.job for r in book_of(sched).active.values()} == {"before", "after"}
+    assert _rows_on_disk(store.path) == 3  # the other writer's row, before, after
+    for lease in (before, after):
+        assert sched.get(lease.lease_id).state is LeaseState.ACTIVE
+    assert sched.audit.verify().ok
+
+
+def test_a_full_disk_fails_one_change_and_the_group_before_it_is_written_again(
+    sched: Scheduler, store: SqliteStore
+) -> None:
+    written = [_lease(sched.acquire(f"j{i}", "w", 0, 1, 30.0, wait=False)) for i in range(3)]
+    pages = store._query("PRAGMA page_count")[0][0]
+    store._query(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk is full"
+    refused: BaseException | None = None
+    for i in range(90):
+        try:
+            written.append(_lease(sched.acquire(f"j{i}-" + "x" * 100, "w", 0, 1, 30.0, wait=False)))
+        except StoreError as exc:
+            refused = exc
+            break
+    assert refused is not None, "the disk never filled"
+    assert "full" in str(refused)
+    assert not isinstance(refused, StoreFailed)
+    assert len(written) > 3  # the group held grants when the disk filled
+    store._query("PRAGMA max_page_count = 1073741823")
+    sched.wait_durable()
+    assert sched.failed is None
+    # Everything the scheduler holds is in the file; the refused grant is in neither.
+    assert _rows_on_disk(store.path) == len(written) == len(book_of(sched).active)
+    assert _lease(sched.acquire("later", "w", 0, 1, 30.0)).state is LeaseState.ACTIVE
+    assert sched.audit.verify().ok
+
+
+def test_a_failed_commit_is_tried_once_more_with_the_group_written_again(
+    sched: Scheduler, store: SqliteStore
+) -> None:
+    leases = [_lease(sched.acquire(f"j{i}", "w", 0, 1, 30.0, wait=False)) for i in range(3)]
+    failing = FailingCommits(store, times=1)
+    sched.wait_durable()
+    assert failing.failed == 1
+    assert sched.failed is None
+    assert _rows_on_disk(store.path) == 3
+    assert all(sched.get(lease.lease_id).state is LeaseState.ACTIVE for lease in leases)
+
+
+def test_a_commit_that_fails_twice_stops_the_store(
+    sched: Scheduler, store: SqliteStore, tmp_path: Path
+) -> None:
+    kept = _lease(sched.acquire("kept", "w", 0, 1, 30.0))
+    for i in range(3):
+        sched.acquire(f"lost-{i}", "w", 0, 1, 30.0, wait=False)
+    FailingCommits(store, times=2)
+    with pytest.raises(StoreFailed, match=r"3 written change.*could not be committed"):
+        sched.wait_durable()
+    assert isinstance(sched.failed, StoreFailed)
+    refused: list[Callable[[], object]] = [
+        lambda: sched.acquire("again", "w", 0, 1, 30.0),
+        lambda: sched.get(kept.lease_id),
+    ]
+    for call in refused:
+        with pytest.raises(StoreFailed):
+            call()
+    sched.close()
+    # What was acknowledged is in the file; what was lost was never answered.
+    with Scheduler(10, SqliteStore(tmp_path / "s.db"), autostart=False) as after:
+        assert [lease.job for lease in after.lease_page()[0]] == ["kept"]
+        assert after.audit.verify().ok
+
+
+def test_the_requests_of_one_loop_turn_share_one_commit_and_one_fsync(
+    sched: Scheduler, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = HeldFsync(monkeypatch, store)
+    statements = Statements(store)
+    waiter = DurabilityWaiter(sched)
+
+    async def request(i: int) -> Lease:
+        lease = _lease(sched.acquire(f"j{i}", "w", 0, 1, 30.0, wait=False))
+        await waiter.wait()
+        assert store.durable  # answered only once durable
+        return lease
+
+    async def turn() -> list[Lease]:
+        # gather starts every task in the same turn of the loop.
+        return await asyncio.gather(*(request(i) for i in range(8)))
+
+    try:
+        leases = asyncio.run(turn())
+    finally:
+        waiter.stop()
+    assert len(leases) == 8
+    assert statements.seen == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert fsync.calls == 1
 
 
 def test_a_failed_fsync_stops_the_scheduler_and_is_never_retried(

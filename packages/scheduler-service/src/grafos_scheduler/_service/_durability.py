@@ -3,9 +3,12 @@
 A handler decides in the scheduler (``wait=False``: the change is written, not yet
 durable), then ``await waiter.wait()`` before it answers. When nothing is waiting for
 an fsync that returns at once. Otherwise the request's future joins a list, and one
-thread makes everything written so far durable (one group fsync) and settles every
-future on the list: no answer leaves before its change is durable, and no request
-hops to a worker thread to wait.
+thread makes everything written so far durable (one group COMMIT and fsync) and
+settles every future on the list: no answer leaves before its change is durable, and
+no request hops to a worker thread to wait.
+
+The thread is woken at the end of the event loop's turn, not by each request, so
+every request the turn handled is in the group it commits.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class DurabilityWaiter:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        # The loop whose turn ends with a wake of the thread (None: no wake is due).
+        self._kick_loop: asyncio.AbstractEventLoop | None = None
 
     def stop(self) -> None:
         """End the thread (at the app's shutdown); requests still waiting are settled."""
@@ -70,8 +75,17 @@ class DurabilityWaiter:
                     target=self._run, name="grafos-durability", daemon=True
                 )
                 self._thread.start()
-        self._wake.set()
+            kick = self._kick_loop is not loop
+            self._kick_loop = loop
+        if kick:
+            # Callbacks scheduled now run after those already due in this turn.
+            loop.call_soon(self._kick)
         await future
+
+    def _kick(self) -> None:
+        with self._lock:
+            self._kick_loop = None
+        self._wake.set()
 
     def _run(self) -> None:
         while True:

@@ -1,9 +1,10 @@
 """Group commit: one fsync makes every commit written before it durable.
 
-A store writes each change in its own transaction without waiting for the disk
-(SQLite's ``synchronous=NORMAL`` in WAL mode: the commit's pages are written, not
-synced), and counts it with :meth:`GroupSync.wrote`. Whoever must answer calls
-:meth:`GroupSync.wait` outside every lock. The first waiter fsyncs; the commits
+A store commits changes without waiting for the disk (SQLite's
+``synchronous=NORMAL`` in WAL mode: the commit's pages are written, not synced; the
+changes written between two waits share one transaction), and counts each commit with
+:meth:`GroupSync.wrote`. Whoever must answer calls :meth:`GroupSync.wait` outside
+every lock. The first waiter fsyncs; the commits
 written while that fsync runs wait for the next one, which one of them makes, so
 one fsync serves every commit that was waiting for it.
 
@@ -49,6 +50,13 @@ class GroupSync:
         """Raise the failure, if an fsync failed; a store calls it before writing."""
         if self._failed is not None:
             raise self._failed
+
+    def fail(self, failure: StoreFailed) -> None:
+        """Stop for good without an fsync: commits counted as written were lost."""
+        with self._cond:
+            if self._failed is None:
+                self._failed = failure
+            self._cond.notify_all()
 
     def wrote(self) -> None:
         """Count one commit, after its transaction committed (not yet durable)."""

@@ -123,9 +123,10 @@ class SchedulerStore(Protocol):
 
         Returns once the change is written and visible to this store's reads; it is
         durable once :meth:`wait_durable` returns (a store may group many commits
-        into one fsync). Raises :class:`StoreConflict` if the audit head or a fencing
-        token counter is not what the change expects (see :func:`write_change`),
-        :class:`StoreFailed` once making commits durable has failed, and
+        into one transaction and one fsync; a group it then fails to commit stops
+        the store with :class:`StoreFailed`). Raises :class:`StoreConflict` if the
+        audit head or a fencing token counter is not what the change expects (see
+        :func:`write_change`), :class:`StoreFailed` once making commits durable has failed, and
         :class:`StoreError` on any other failure; in each case nothing was written,
         except that a store over a network (PostgreSQL) whose connection fails during
         the COMMIT cannot know: its error says the change may or may not be written.

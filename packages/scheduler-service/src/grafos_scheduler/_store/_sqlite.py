@@ -10,7 +10,7 @@ import urllib.parse
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from .._domain._audit import GENESIS_HASH, AuditRecord
 from .._domain._change import Change
@@ -447,10 +447,12 @@ class SqliteStore:
 
     Writes run in ``BEGIN IMMEDIATE`` transactions with a busy timeout, so another
     connection holding the write lock delays rather than fails a write. They are
-    group-committed: a commit writes its WAL frames without waiting for the disk
-    (``synchronous=NORMAL``), and :meth:`wait_durable` fsyncs the WAL once for every
-    commit written before it (see ``_group_sync``), so a grant acknowledged after
-    ``wait_durable`` survives power loss. A failed fsync stops the store for good
+    group-committed: the changes written before a :meth:`wait_durable` share one
+    transaction, whose COMMIT writes their WAL frames without waiting for the disk
+    (``synchronous=NORMAL``), and it then fsyncs the WAL once for every commit
+    written before it (see ``_group_sync``), so a grant acknowledged after
+    ``wait_durable`` survives power loss. Another connection sees a change once its
+    group committed. A failed fsync stops the store for good
     (:class:`StoreFailed`). One connection is shared under a lock, which makes the
     store thread-safe. Pass ``":memory:"`` for a throwaway store (nothing survives
     ``close()``, and nothing is synced).
@@ -481,6 +483,8 @@ class SqliteStore:
         self._wal_fd: int | None = None
         self._sync = GroupSync(self._fsync_wal, self._path)
         self._in_transaction = False
+        # The changes written into the open group transaction, not yet committed.
+        self._group: list[Change] = []
         # The owner lock is taken by the first write transaction, so that read-only
         # users (``audit verify``, ``leases list``) can open a store a scheduler owns.
         self._owner: IO[bytes] | None = None
@@ -594,16 +598,65 @@ class SqliteStore:
     @property
     def durable(self) -> bool:
         """True when every commit written so far is durable (nothing waits for an fsync)."""
-        return self._sync.durable
+        return not self._group and self._sync.durable
 
     def wait_durable(self) -> None:
         """Return once every commit written before this call is durable.
 
-        One fsync serves every commit waiting for it. Call it outside any lock that
-        other writers need. Raises :class:`StoreFailed` if that fsync failed; the
-        store then refuses every further write.
+        Commits the open group transaction, then one fsync serves every commit
+        waiting for it. Call it outside any lock that other writers need. Raises
+        :class:`StoreFailed` if that COMMIT or fsync failed; the store then refuses
+        every further write.
         """
+        self._end_group()
         self._sync.wait()
+
+    def _end_group(self) -> None:
+        """COMMIT the open group transaction, if there is one.
+
+        The scheduler applied the group's changes to memory when :meth:`commit`
+        returned. A COMMIT that fails is tried once more, the group written again in
+        a fresh transaction; if that fails too, memory is ahead of the file and the
+        store stops (:class:`StoreFailed`), as it does when an fsync fails.
+        """
+        with self._lock:
+            if not self._group:
+                return
+            conn = self._connection()
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback(conn)
+                self._rewrite_group(conn)
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._rollback(conn)
+                    self._lose_group(exc)
+            self._group = []
+            self._sync.wrote()
+
+    def _rewrite_group(self, conn: sqlite3.Connection) -> None:
+        """Write the group's changes again in a new transaction, or stop the store."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for change in self._group:
+                self._write(conn, change)
+        except BaseException as exc:
+            self._rollback(conn)
+            self._lose_group(exc)
+
+    def _lose_group(self, exc: BaseException) -> NoReturn:
+        lost, self._group = len(self._group), []
+        failure = StoreFailed(
+            f"store {self._path!r}: {lost} written change(s) could not be committed "
+            f"({type(exc).__name__}: {exc}); the store stops, restart to recover from "
+            "the file",
+            self._path,
+        )
+        failure.__cause__ = exc
+        self._sync.fail(failure)
+        raise failure from exc
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
         tables = {
@@ -663,6 +716,8 @@ class SqliteStore:
         # Called under _OWNERS_LOCK by the store taking over. Taking this store's own
         # lock waits out a transaction in flight, so none is cut in half.
         with self._lock:
+            # What this store wrote while it owned the file commits before it hands over.
+            self._end_group()
             self._superseded = True
             owner, self._owner = self._owner, None
             self._owned = False
@@ -683,6 +738,7 @@ class SqliteStore:
     def transaction(self) -> Iterator[_SqliteTransaction]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolls back on any exception."""
         with self._lock:
+            self._end_group()  # a transaction of its own starts after the group
             conn = self._connection()
             if self._in_transaction:
                 raise SchedulerError(f"store {self._path!r}: transactions do not nest")
@@ -718,9 +774,55 @@ class SqliteStore:
             self._sync.wrote()
 
     def commit(self, change: Change) -> None:
-        """Write ``change`` in one ``BEGIN IMMEDIATE`` transaction (see SchedulerStore)."""
-        with self.transaction() as txn:
+        """Write ``change`` atomically into the open group transaction (see SchedulerStore).
+
+        The changes written between two :meth:`wait_durable` calls share one
+        ``BEGIN IMMEDIATE`` ... ``COMMIT``, and so its WAL frames: a COMMIT writes every
+        b-tree page its transaction touched, and a group of grants touches mostly the
+        same pages. Each change is a savepoint in it, so a change that fails is rolled
+        back alone. If SQLite rolls the whole transaction back instead (it does on a
+        full disk), the group's earlier changes are written again.
+        """
+        with self._lock:
+            conn = self._connection()
+            if self._in_transaction:
+                raise SchedulerError(f"store {self._path!r}: transactions do not nest")
+            self._sync.check()
+            self._own()
+            try:
+                if not self._group:
+                    conn.execute("BEGIN IMMEDIATE")
+                self._write(conn, change)
+            except BaseException as exc:
+                if not self._group:
+                    self._rollback(conn)  # the transaction held only this change
+                elif not conn.in_transaction:
+                    self._rewrite_group(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise _store_error(self._path, exc) from exc
+                if isinstance(exc, StoreError) and exc.path is None:
+                    # Same class (StoreConflict stays a StoreConflict), now naming the file.
+                    raise type(exc)(f"store {self._path!r}: {exc}", self._path) from exc
+                raise
+            self._group.append(change)
+
+    def _write(self, conn: sqlite3.Connection, change: Change) -> None:
+        """``change`` as one savepoint of the open transaction; undone if it fails."""
+        conn.execute("SAVEPOINT change")
+        txn = _SqliteTransaction(conn)
+        try:
             write_change(txn, change)
+            conn.execute("RELEASE change")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK TO change")
+                    conn.execute("RELEASE change")
+                except sqlite3.Error:
+                    self._rollback(conn)
+            raise
+        finally:
+            txn.open = False
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -831,13 +933,17 @@ class SqliteStore:
     def close(self) -> None:
         """Close the connection; idempotent."""
         with self._lock:
-            conn, self._conn = self._conn, None
             try:
-                if conn is not None:
-                    conn.close()
+                if self._conn is not None:
+                    self._end_group()  # what was written commits; a failure is raised
             finally:
-                self._close_wal()
-                self._release_owner()
+                conn, self._conn = self._conn, None
+                try:
+                    if conn is not None:
+                        conn.close()
+                finally:
+                    self._close_wal()
+                    self._release_owner()
 
     def __enter__(self) -> SqliteStore:
         return self
