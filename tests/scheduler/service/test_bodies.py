@@ -17,7 +17,11 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from grafos_scheduler._wire._models import _parse_body_strict, _parse_renew_fast
+from grafos_scheduler._wire._models import (
+    _parse_acquire_fast,
+    _parse_body_strict,
+    _parse_renew_fast,
+)
 from support.internals import (
     ROUTES,
     AcquireRequest,
@@ -247,3 +251,63 @@ def test_a_renew_body_is_decided_alike_by_the_fast_and_the_strict_parser(raw: by
     assert outcome(lambda raw: parse_body(RenewRequest, raw)) == strict
     fast = _parse_renew_fast(raw)
     assert fast is None or fast == strict
+
+
+# An acquire's body too: the commonest write, decoded in C when it is plainly valid.
+_ACQUIRE_KEYS = ["job", "slots", "ttl", "priority", "grace", "j\\u006fb", "holder"]
+_ACQUIRE_VALUES = st.one_of(
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["a", "job-1", "a b", "", "x" * 129, "\ud800", "é", "a\n"]),
+)
+
+
+@st.composite
+def _acquire_body(draw: st.DrawFn) -> bytes:
+    members: list[tuple[str, object]] = [
+        ("job", draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,20}", fullmatch=True))),
+        ("slots", draw(st.integers(1, 10))),
+        ("ttl", draw(st.one_of(st.integers(1, 86400), st.floats(0.001, 86400)))),
+    ]
+    if draw(st.booleans()):
+        members.append(("priority", draw(st.integers(-5, 5))))
+    if draw(st.booleans()):
+        members.append(("grace", draw(st.one_of(st.integers(0, 60), st.floats(0, 60)))))
+    for _ in range(draw(st.integers(0, 2))):
+        members.insert(
+            draw(st.integers(0, len(members))),
+            (draw(st.sampled_from(_ACQUIRE_KEYS)), draw(_ACQUIRE_VALUES)),
+        )
+    if draw(st.booleans()) and members:
+        members.pop(draw(st.integers(0, len(members) - 1)))
+    draw(st.randoms()).shuffle(members)
+    return ("{" + ",".join(f'"{k}":{json.dumps(v)}' for k, v in members) + "}").encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(_acquire_body())
+def test_an_acquire_body_is_decided_alike_by_the_fast_and_the_strict_parser(raw: bytes) -> None:
+    def outcome(parse: Any) -> object:
+        try:
+            return parse(raw)
+        except FieldError as exc:
+            return (exc.field, str(exc))
+
+    strict = outcome(lambda raw: _parse_body_strict(AcquireRequest, raw))
+    assert outcome(lambda raw: parse_body(AcquireRequest, raw)) == strict
+    fast = _parse_acquire_fast(raw)
+    assert fast is None or fast == strict
+
+
+def test_the_fast_acquire_parse_takes_a_plain_body_and_leaves_the_rest() -> None:
+    plain = b'{"job":"etl-1","slots":2,"ttl":30,"priority":5,"grace":1.5}'
+    assert _parse_acquire_fast(plain) == AcquireRequest("etl-1", 2, 30.0, 5, 1.5)
+    for raw in (
+        b'{"job":"a","slots":1,"ttl":30,"job":"b"}',  # a duplicate key
+        b'{"j\\u006fb":"a","slots":1,"ttl":30}',  # an escape
+        b'{"job":"a","slots":1,"ttl":30,"holder":"x"}',  # an unknown field
+        b'{"job":"a","slots":true,"ttl":30}',  # a boolean for a number
+    ):
+        assert _parse_acquire_fast(raw) is None, raw

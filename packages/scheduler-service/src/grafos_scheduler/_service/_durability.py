@@ -23,13 +23,14 @@ from .._scheduler._scheduler import Scheduler
 __all__ = ["DurabilityWaiter"]
 
 
-def _settle(future: asyncio.Future[None], failure: BaseException | None) -> None:
-    if future.done():
-        return  # the request was cancelled (its client went away)
-    if failure is None:
-        future.set_result(None)
-    else:
-        future.set_exception(failure)
+def _settle(futures: list[asyncio.Future[None]], failure: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue  # the request was cancelled (its client went away)
+        if failure is None:
+            future.set_result(None)
+        else:
+            future.set_exception(failure)
 
 
 class DurabilityWaiter:
@@ -106,9 +107,13 @@ class DurabilityWaiter:
                 failure = exc
             except BaseException as exc:  # settle every request, whatever happened
                 failure = exc
+            # One wake-up per loop for the whole group, not one per request.
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for loop, future in batch:
+                by_loop.setdefault(loop, []).append(future)
+            for loop, futures in by_loop.items():
                 # RuntimeError: that loop has closed, and nobody waits on it any more.
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle, future, failure)
+                    loop.call_soon_threadsafe(_settle, futures, failure)
             if stopped:
                 return

@@ -547,9 +547,13 @@ def parse_body(model: type[_M], raw: bytes) -> _M:
     :class:`FieldError` naming the first field at fault.
     """
     if model is RenewRequest:
-        fast = _parse_renew_fast(raw)
+        fast: object = _parse_renew_fast(raw)
         if fast is not None:
             return fast  # type: ignore[return-value]  # model is RenewRequest
+    elif model is AcquireRequest:
+        fast = _parse_acquire_fast(raw)
+        if fast is not None:
+            return fast  # type: ignore[return-value]  # model is AcquireRequest
     return _parse_body_strict(model, raw)
 
 
@@ -616,6 +620,17 @@ class _FastRenewals(msgspec.Struct, forbid_unknown_fields=True):
     leases: Annotated[list[_FastEntry], Meta(min_length=1, max_length=MAX_BATCH_RENEWALS)]
 
 
+class _FastAcquire(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    job: JobName
+    slots: Annotated[int, Meta(ge=1, le=MAX_SLOTS)]
+    ttl: Annotated[float, Meta(gt=0, le=MAX_TTL)]
+    priority: Annotated[int, Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    grace: Annotated[float, Meta(ge=0, le=MAX_TTL)] | msgspec.UnsetType = msgspec.UNSET
+
+
+_FAST_ACQUIRE = msgspec.json.Decoder(_FastAcquire)
 _FAST_RENEW = msgspec.json.Decoder(_FastRenew)
 _FAST_RENEWALS = msgspec.json.Decoder(_FastRenewals)
 
@@ -658,6 +673,30 @@ def _parse_renew_fast(raw: bytes) -> RenewRequest | None:
     if body is None or not _counted(raw, [body], {}):
         return None
     return RenewRequest(body.fencing_token, _reasons(body), _age(body))
+
+
+def _parse_acquire_fast(raw: bytes) -> AcquireRequest | None:
+    """A plainly valid acquire body, decoded in C; None for the strict parser to judge."""
+    body = _decode_fast(_FAST_ACQUIRE, raw)
+    if body is None:
+        return None
+    # A name holds no quote, so each quoted key occurs in the text only as that key.
+    expected = {
+        b'"job"': 1,
+        b'"slots"': 1,
+        b'"ttl"': 1,
+        b'"priority"': body.priority is not msgspec.UNSET,
+        b'"grace"': body.grace is not msgspec.UNSET,
+    }
+    if not all(raw.count(key) == n for key, n in expected.items()):
+        return None
+    return AcquireRequest(
+        job=body.job,
+        slots=body.slots,
+        ttl=body.ttl,
+        priority=0 if body.priority is msgspec.UNSET else body.priority,
+        grace=0.0 if body.grace is msgspec.UNSET else body.grace,
+    )
 
 
 def _parse_renewals_fast(raw: bytes) -> list[RenewalEntry | FieldError] | None:
