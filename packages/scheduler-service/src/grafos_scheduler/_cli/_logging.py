@@ -14,6 +14,8 @@ import re
 import sys
 from typing import IO, Any
 
+import msgspec
+
 __all__ = ["QUIET_LOGGERS", "JsonLogFormatter", "configure_logging"]
 
 # Loggers of libraries that are loaded in the server process (faker and hypothesis come
@@ -45,7 +47,14 @@ class JsonLogFormatter(logging.Formatter):
                 entry[key] = _plain(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        try:
+            # A line per decision: msgspec encodes one in a third of json's time.
+            return _encode(entry).decode()
+        except Exception:  # a lone surrogate, a key msgspec cannot encode: json can
+            return json.dumps(entry, default=str)
+
+
+_encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
 def _plain(text: str) -> str:
