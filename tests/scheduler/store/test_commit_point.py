@@ -191,6 +191,28 @@ def test_a_change_on_a_stale_head_is_refused_and_writes_nothing(db_path: Path) -
         assert scheduler.audit.verify().ok
 
 
+def test_a_stale_head_is_refused_inside_an_open_group_too(db_path: Path) -> None:
+    # Inside a group the store knows the head its last change wrote, and checks that.
+    clock = ManualClock()
+    with Scheduler(2, SqliteStore(db_path), clock=clock, autostart=False) as scheduler:
+        lease = as_lease(scheduler.acquire("a", "w", 0, 1, 10.0, wait=False))
+        store: Any = store_of(scheduler)
+        row = active_row(scheduler, lease.lease_id)
+        release = book_of(scheduler).release(row, clock.wall(), WorkLost(None, 0.0))
+        seq = release.audit[0].seq
+        # As if decided before the grant: it follows the head before the grant's record.
+        stale = attrs.evolve(
+            release, audit=tuple(attrs.evolve(r, seq=r.seq - 1) for r in release.audit)
+        )
+        with pytest.raises(StoreConflict, match="audit head is seq"):
+            store.commit(stale)
+        scheduler.wait_durable()
+        assert store.audit_head()[0] == seq - 1
+        assert store.get_lease(lease.lease_id).state is LeaseState.ACTIVE
+        assert scheduler.release(lease.lease_id).state is LeaseState.RELEASED
+        assert scheduler.audit.verify().ok
+
+
 def test_a_fencing_token_not_above_the_stored_one_is_refused(db_path: Path) -> None:
     clock = ManualClock()
     with Scheduler(2, SqliteStore(db_path), clock=clock, autostart=False) as scheduler:

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any, NoReturn
 
+import msgspec
+
 from .._domain._audit import GENESIS_HASH, AuditRecord
 from .._domain._change import Change
 from .._domain._errors import (
@@ -334,7 +336,11 @@ def _audit_record(r: tuple[Any, ...]) -> AuditRecord:
 
 
 def _canonical_data(data: Mapping[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    # Stored text, read back with json.loads: the chain hashes the domain's own encoding.
+    return _encode_sorted(data).decode()
+
+
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
 def _lacking_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
@@ -356,11 +362,14 @@ def _add_columns(conn: sqlite3.Connection) -> None:
 class _SqliteTransaction:
     """StoreTransaction on one connection, valid only inside its ``with`` block."""
 
-    __slots__ = ("_conn", "open")
+    __slots__ = ("_conn", "head", "open")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, head: tuple[int, str] | None = None) -> None:
         self._conn = conn
         self.open = True
+        # The head the open transaction wrote last, if it wrote one: nobody else can
+        # write while it holds the write lock, so that is what a read would return.
+        self.head = head
 
     def _c(self) -> sqlite3.Connection:
         if not self.open:
@@ -368,7 +377,10 @@ class _SqliteTransaction:
         return self._conn
 
     def audit_head(self) -> tuple[int, str]:
-        head = self._c().execute(_SELECT_HEAD).fetchone()
+        conn = self._c()
+        if self.head is not None:
+            return self.head
+        head = conn.execute(_SELECT_HEAD).fetchone()
         return (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
 
     def fencing_token(self, job: str) -> int:
@@ -483,8 +495,10 @@ class SqliteStore:
         self._wal_fd: int | None = None
         self._sync = GroupSync(self._fsync_wal, self._path)
         self._in_transaction = False
-        # The changes written into the open group transaction, not yet committed.
+        # The changes written into the open group transaction, not yet committed, and
+        # the audit head the last of them wrote.
         self._group: list[Change] = []
+        self._group_head: tuple[int, str] | None = None
         # The owner lock is taken by the first write transaction, so that read-only
         # users (``audit verify``, ``leases list``) can open a store a scheduler owns.
         self._owner: IO[bytes] | None = None
@@ -641,7 +655,7 @@ class SqliteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for change in self._group:
-                self._write(conn, change)
+                self._write(conn, change, None)
         except BaseException as exc:
             self._rollback(conn)
             self._lose_group(exc)
@@ -792,7 +806,7 @@ class SqliteStore:
             try:
                 if not self._group:
                     conn.execute("BEGIN IMMEDIATE")
-                self._write(conn, change)
+                self._write(conn, change, self._group_head if self._group else None)
             except BaseException as exc:
                 if not self._group:
                     self._rollback(conn)  # the transaction held only this change
@@ -806,10 +820,15 @@ class SqliteStore:
                 raise
             self._group.append(change)
 
-    def _write(self, conn: sqlite3.Connection, change: Change) -> None:
-        """``change`` as one savepoint of the open transaction; undone if it fails."""
+    def _write(
+        self, conn: sqlite3.Connection, change: Change, head: tuple[int, str] | None
+    ) -> None:
+        """``change`` as one savepoint of the open transaction; undone if it fails.
+
+        ``head``: the audit head the open transaction wrote last (None: read it).
+        """
         conn.execute("SAVEPOINT change")
-        txn = _SqliteTransaction(conn)
+        txn = _SqliteTransaction(conn, head)
         try:
             write_change(txn, change)
             conn.execute("RELEASE change")
@@ -823,6 +842,11 @@ class SqliteStore:
             raise
         finally:
             txn.open = False
+        if change.audit:
+            last = change.audit[-1]
+            self._group_head = (last.seq, last.hash)
+        elif head is None:
+            self._group_head = None
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
