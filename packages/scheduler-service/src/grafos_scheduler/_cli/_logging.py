@@ -63,6 +63,12 @@ def _plain(text: str) -> str:
 
 def configure_logging(level: str, stream: IO[str] | None = None) -> None:
     """JSON lines on ``stream`` (stderr) at ``level``; third-party loggers at WARNING."""
+    # A line per decision: skip what no line of ours shows (the logging HOWTO's
+    # "Optimization": the caller's frame, the thread and the process).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger()
