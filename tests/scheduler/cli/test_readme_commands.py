@@ -17,6 +17,7 @@ the README is the command that runs. Three kinds:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -203,7 +204,28 @@ def test_every_operations_command_runs(tmp_path: Path) -> None:
     assert "file grafos.toml" in out  # config show names each value's source
     assert "job 'squares' done at position 10000" in out  # both workers
     assert "[99980001, 333283335000]" in out  # the output, exactly once
-    assert '"capacity": "environment GRAFOS_CAPACITY"' in log  # the second serve's
+    # The second serve's log line names where its capacity came from.
+    assert ("capacity", "environment GRAFOS_CAPACITY") in _members(log)
+
+
+def _members(log: str) -> set[tuple[str, object]]:
+    """Every (key, scalar value) pair in the JSON log lines, at any depth."""
+    found: set[tuple[str, object]] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, str | int | float | bool) or item is None:
+                    found.add((key, item))
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for line in log.splitlines():
+        if line.startswith("{"):
+            walk(json.loads(line))
+    return found
 
 
 @pytest.mark.slow
