@@ -53,6 +53,9 @@ from grafos_scheduler._service._body import body_model
 
 # The event loop's wait for group commit, driven by tasks of one loop turn.
 from grafos_scheduler._service._durability import DurabilityWaiter
+
+# The uvicorn protocol that writes each answer in one piece, driven without a socket.
+from grafos_scheduler._service._http_protocol import HttpProtocol
 from grafos_scheduler._service._openapi import request_schema
 from grafos_scheduler._service._routes import ROUTES
 from grafos_scheduler._wire import _models as wire_models
@@ -137,6 +140,7 @@ __all__ = [
     "FailingCommits",
     "FieldError",
     "HoldRequest",
+    "HttpProtocol",
     "JobView",
     "JsonLogFormatter",
     "LeaseBook",

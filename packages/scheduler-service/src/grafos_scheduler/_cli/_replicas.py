@@ -120,6 +120,7 @@ def serve_replica(
     import uvicorn
 
     from .._scheduler._replica import Replica
+    from .._service._http_protocol import HttpProtocol
     from .._service._standby import StandbyRedirect
     from .._store._postgres import PostgresStore
 
@@ -182,7 +183,9 @@ def serve_replica(
     warm_up = threading.Thread(target=warm_up_then_compete, name="grafos-warm-up", daemon=True)
     warm_up.start()
     try:
-        config = uvicorn.Config(front, log_config=None, access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            front, http=HttpProtocol, log_config=None, access_log=False, lifespan="on"
+        )
         server = uvicorn.Server(config)
         settle_garbage_collector()
         server.run(sockets=[sock])

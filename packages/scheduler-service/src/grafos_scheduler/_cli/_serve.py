@@ -170,6 +170,8 @@ def _serve_on(config: ServeConfig, tokens: ReloadableTokens, sock: socket.socket
 
     from grafos_scheduler import create_app
 
+    from .._service._http_protocol import HttpProtocol
+
     host, bound_port = sock.getsockname()[:2]
     store = open_store(config.db, must_exist=False)
     try:
@@ -221,7 +223,13 @@ def _serve_on(config: ServeConfig, tokens: ReloadableTokens, sock: socket.socket
             # (docs/benchmarks.md has the measurement that chose them). A watch may wait
             # up to 60 s: a stop must not wait for every one to time out.
             server = uvicorn.Server(
-                uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+                uvicorn.Config(
+                    app,
+                    http=HttpProtocol,
+                    log_config=None,
+                    access_log=False,
+                    timeout_graceful_shutdown=5,
+                )
             )
             stop.append(server)
             settle_garbage_collector()

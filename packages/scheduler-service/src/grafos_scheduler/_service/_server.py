@@ -9,6 +9,8 @@ import time
 import uvicorn
 from litestar.types import ASGIApp
 
+from ._http_protocol import HttpProtocol
+
 __all__ = ["BackgroundServer"]
 
 
@@ -29,7 +31,12 @@ class BackgroundServer:
         self._socket.bind((host, port))
         self.host, self.port = self._socket.getsockname()[:2]
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+            app,
+            http=HttpProtocol,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
