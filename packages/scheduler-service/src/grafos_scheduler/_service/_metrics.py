@@ -169,9 +169,15 @@ class SchedulerMetrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+        self._children: dict[tuple[str, str, int], Histogram] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.request_latency.labels(method, route, str(status)).observe(seconds)
+        key = (method, route, status)
+        child = self._children.get(key)
+        if child is None:
+            # labels() checks and locks on every call; routes and statuses are few.
+            child = self._children[key] = self.request_latency.labels(method, route, str(status))
+        child.observe(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
