@@ -127,3 +127,37 @@ def test_a_stream_gets_its_headers_at_the_end_of_the_turn_not_with_its_first_eve
     assert len(seen[0]) == 1
     assert seen[0][0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"data: 1" in b"".join(transport.writes[1:])
+
+
+def test_an_answer_without_a_body_is_sent_before_a_shutdown_closes_the_connection() -> None:
+    # HEAD writes no body, so its header block is held to the end of the turn; a
+    # graceful shutdown in that turn closes the connection, and must send it first.
+    protocols: list[HttpProtocol] = []
+
+    async def head_then_shutdown(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"2")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        protocols[0].shutdown()  # the server stopping, in the same turn
+
+    async def run() -> Recorder:
+        config = uvicorn.Config(
+            head_then_shutdown, http=HttpProtocol, log_config=None, access_log=False
+        )
+        protocols.append(HttpProtocol(config, ServerState(), {}, asyncio.get_running_loop()))
+        transport = Recorder()
+        protocols[0].connection_made(transport)
+        protocols[0].data_received(b"HEAD /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.sleep(0.3)
+        return transport
+
+    transport = asyncio.run(run())
+    (written,) = transport.writes
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.closed

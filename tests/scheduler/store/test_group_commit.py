@@ -121,6 +121,8 @@ def test_a_read_does_not_return_a_change_before_it_is_durable(
         _in_thread(lambda: sched.lease_page()),
         _in_thread(lambda: sched.lease_counts()),
         _in_thread(lambda: sched.used_slots),
+        _in_thread(lambda: sched.audit.records()),
+        _in_thread(lambda: sched.audit.head()),
     ]
     time.sleep(0.3)
     for thread, out in reads:
@@ -133,6 +135,8 @@ def test_a_read_does_not_return_a_change_before_it_is_durable(
     assert reads[1][1][0][0][0].state is LeaseState.RELEASED
     assert reads[2][1][0][LeaseState.RELEASED] == 1
     assert reads[3][1][0] == 0
+    assert reads[4][1][0][-1].kind == "release"
+    assert reads[5][1][0] == store.audit_head()
 
 
 def test_one_fsync_serves_every_commit_waiting_for_it(
@@ -247,6 +251,50 @@ def test_a_full_disk_fails_one_change_and_the_group_before_it_is_written_again(
     assert _rows_on_disk(store.path) == len(written) == len(book_of(sched).active)
     assert _lease(sched.acquire("later", "w", 0, 1, 30.0)).state is LeaseState.ACTIVE
     assert sched.audit.verify().ok
+
+
+def test_durable_never_reads_true_while_a_group_is_on_its_way_to_the_disk(
+    sched: Scheduler, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``durable`` takes no lock: the group is counted as written before it empties.
+    group_sync = type(wal_sync_of(store))
+    seen: list[bool] = []
+    real_wrote, real_fail = group_sync.wrote, group_sync.fail
+
+    def wrote(self: Any) -> None:
+        seen.append(store.durable)
+        real_wrote(self)
+
+    def fail(self: Any, failure: StoreFailed) -> None:
+        seen.append(store.durable)
+        real_fail(self, failure)
+
+    monkeypatch.setattr(group_sync, "wrote", wrote)
+    monkeypatch.setattr(group_sync, "fail", fail)
+    sched.acquire("a", "w", 0, 1, 30.0, wait=False)
+    sched.wait_durable()
+    sched.acquire("b", "w", 0, 1, 30.0, wait=False)
+    FailingCommits(store, times=2)
+    with pytest.raises(StoreFailed):
+        sched.wait_durable()
+    assert seen == [False, False]
+
+
+def test_a_group_that_sqlite_rolled_back_under_another_statement_is_written_again(
+    sched: Scheduler, store: SqliteStore
+) -> None:
+    first = [_lease(sched.acquire(f"j{i}", "w", 0, 1, 30.0, wait=False)) for i in range(2)]
+    # What SQLite does when a statement fails with a full disk or an I/O error, even a
+    # read: it ends the transaction, and the group's changes go with it.
+    store._query("ROLLBACK")
+    third = _lease(sched.acquire("j2", "w", 0, 1, 30.0, wait=False))
+    sched.wait_durable()
+    assert sched.failed is None
+    assert _rows_on_disk(store.path) == 3
+    for lease in (*first, third):
+        assert sched.get(lease.lease_id).state is LeaseState.ACTIVE
+    assert sched.audit.verify().ok
+    assert [r.seq for r in sched.audit.records()] == list(range(1, len(sched.audit.records()) + 1))
 
 
 def test_a_failed_commit_is_tried_once_more_with_the_group_written_again(

@@ -119,6 +119,30 @@ RenewalEntries = Sequence[
 ]
 
 
+class _DurableAudit:
+    """The audit source of :attr:`Scheduler.audit`: the store's, each read returned
+    only once what it saw is durable (it may see a group not yet committed), as
+    every other read is."""
+
+    __slots__ = ("_scheduler", "_store")
+
+    def __init__(self, scheduler: Scheduler, store: SchedulerStore) -> None:
+        self._scheduler = scheduler
+        self._store = store
+
+    def audit_records(self, after_seq: int = 0, limit: int = 100) -> list[AuditRecord]:
+        records = self._store.audit_records(after_seq, limit)
+        if records and not self._scheduler.durable:
+            self._scheduler.wait_durable()
+        return records
+
+    def audit_head(self) -> tuple[int, str]:
+        head = self._store.audit_head()
+        if not self._scheduler.durable:
+            self._scheduler.wait_durable()
+        return head
+
+
 class _Decision:
     """:meth:`Scheduler._decide`'s block. A class, not a generator: every scheduler
     call enters one, and a generator-based context manager costs several times more."""
@@ -208,8 +232,9 @@ class Scheduler:
         self.manager = PreemptionManager(self._clock, max_defer)
         #: A ``grafos_pipeline.CheckpointFlushObserver`` wired to :attr:`manager`.
         self.observer = PreemptionFlushObserver(self.manager)
-        #: The audit chain: ``verify()``, ``head()``, ``records(after_seq, limit)``.
-        self.audit = AuditLog(store)
+        #: The audit chain: ``verify()``, ``head()``, ``records(after_seq, limit)``;
+        #: each read returns once the records it saw are durable.
+        self.audit = AuditLog(_DurableAudit(self, store))
         # Monotonic readings in the store are trusted only by the process that took them.
         epoch = secrets.token_hex(8)
         self._book = LeaseBook(self.capacity, epoch, self.manager)
@@ -465,7 +490,10 @@ class Scheduler:
             _log.exception("the last commits could not be made durable")
         finally:
             with self._lock:
-                self._store.close()
+                try:
+                    self._store.close()
+                except StoreFailed:  # its last group could not be committed
+                    _log.exception("the store's last commits were lost at close")
 
     def __enter__(self) -> Scheduler:
         return self

@@ -23,7 +23,7 @@ class AuditLogger:
     than log at each of those places, this follows the audit log (the one record of
     every decision) from its head at start, and logs each new record at INFO: ``event``
     is the audit kind, with ``lease_id`` (hex), ``job``, ``audit_seq`` and ``data``.
-    Records are logged after they commit, within ``interval`` seconds.
+    Records are logged once they are durable, within ``interval`` seconds.
     """
 
     def __init__(self, scheduler: Scheduler, interval: float = 0.1) -> None:

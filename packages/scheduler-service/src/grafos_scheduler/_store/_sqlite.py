@@ -637,6 +637,11 @@ class SqliteStore:
             if not self._group:
                 return
             conn = self._connection()
+            if self._sync.failed is not None:
+                # Nothing is written after a failed fsync; nobody was told of these.
+                self._rollback(conn)
+                self._group = []
+                return
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error:
@@ -647,8 +652,10 @@ class SqliteStore:
                 except sqlite3.Error as exc:
                     self._rollback(conn)
                     self._lose_group(exc)
-            self._group = []
+            # Counted before the group empties: ``durable`` (no lock) must not read
+            # True between the two, before the fsync.
             self._sync.wrote()
+            self._group = []
 
     def _rewrite_group(self, conn: sqlite3.Connection) -> None:
         """Write the group's changes again in a new transaction, or stop the store."""
@@ -661,15 +668,15 @@ class SqliteStore:
             self._lose_group(exc)
 
     def _lose_group(self, exc: BaseException) -> NoReturn:
-        lost, self._group = len(self._group), []
         failure = StoreFailed(
-            f"store {self._path!r}: {lost} written change(s) could not be committed "
-            f"({type(exc).__name__}: {exc}); the store stops, restart to recover from "
-            "the file",
+            f"store {self._path!r}: {len(self._group)} written change(s) could not be "
+            f"committed ({type(exc).__name__}: {exc}); the store stops, restart to "
+            "recover from the file",
             self._path,
         )
         failure.__cause__ = exc
-        self._sync.fail(failure)
+        self._sync.fail(failure)  # before the group empties, as in _end_group
+        self._group = []
         raise failure from exc
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
@@ -803,6 +810,10 @@ class SqliteStore:
                 raise SchedulerError(f"store {self._path!r}: transactions do not nest")
             self._sync.check()
             self._own()
+            if self._group and not conn.in_transaction:
+                # Another statement's failure (a full disk, an I/O error) made SQLite
+                # roll the group back: write it again before this change joins it.
+                self._rewrite_group(conn)
             try:
                 if not self._group:
                     conn.execute("BEGIN IMMEDIATE")
