@@ -241,15 +241,22 @@ def _renew_body(draw: st.DrawFn) -> bytes:
 @settings(max_examples=500, deadline=None)
 @given(_renew_body())
 def test_a_renew_body_is_decided_alike_by_the_fast_and_the_strict_parser(raw: bytes) -> None:
+    _decided_alike(RenewRequest, _parse_renew_fast, raw)
+
+
+def _decided_alike(model: type[Any], fast_parse: Any, raw: bytes) -> None:
+    """parse_body decides ``raw`` as the strict parser does; the fast parse takes it
+    (as the same value) or leaves it (None), never decides it otherwise."""
+
     def outcome(parse: Any) -> object:
         try:
             return parse(raw)
         except FieldError as exc:
             return (exc.field, str(exc))
 
-    strict = outcome(lambda raw: _parse_body_strict(RenewRequest, raw))
-    assert outcome(lambda raw: parse_body(RenewRequest, raw)) == strict
-    fast = _parse_renew_fast(raw)
+    strict = outcome(lambda raw: _parse_body_strict(model, raw))
+    assert outcome(lambda raw: parse_body(model, raw)) == strict
+    fast = fast_parse(raw)
     assert fast is None or fast == strict
 
 
@@ -289,16 +296,7 @@ def _acquire_body(draw: st.DrawFn) -> bytes:
 @settings(max_examples=500, deadline=None)
 @given(_acquire_body())
 def test_an_acquire_body_is_decided_alike_by_the_fast_and_the_strict_parser(raw: bytes) -> None:
-    def outcome(parse: Any) -> object:
-        try:
-            return parse(raw)
-        except FieldError as exc:
-            return (exc.field, str(exc))
-
-    strict = outcome(lambda raw: _parse_body_strict(AcquireRequest, raw))
-    assert outcome(lambda raw: parse_body(AcquireRequest, raw)) == strict
-    fast = _parse_acquire_fast(raw)
-    assert fast is None or fast == strict
+    _decided_alike(AcquireRequest, _parse_acquire_fast, raw)
 
 
 def test_the_fast_acquire_parse_takes_a_plain_body_and_leaves_the_rest() -> None:

@@ -47,13 +47,22 @@ class Recorder(asyncio.Transport):
         pass
 
 
-async def _serve(app: Any, request: bytes, settle: float = 0.3) -> Recorder:
+async def _serve(
+    app: Any, request: bytes, made: list[tuple[HttpProtocol, Recorder]] | None = None
+) -> Recorder:
+    """``request`` sent to ``app`` on one connection; what the connection was sent.
+
+    ``made`` is given the protocol and transport before the request arrives, for an
+    app that looks at them while it answers.
+    """
     config = uvicorn.Config(app, http=HttpProtocol, log_config=None, access_log=False)
     protocol = HttpProtocol(config, ServerState(), {}, asyncio.get_running_loop())
     transport = Recorder()
+    if made is not None:
+        made.append((protocol, transport))
     protocol.connection_made(transport)
     protocol.data_received(request)
-    await asyncio.sleep(settle)
+    await asyncio.sleep(0.4)
     return transport
 
 
@@ -95,6 +104,7 @@ def test_a_closing_answer_is_written_before_the_connection_closes() -> None:
 
 
 def test_a_stream_gets_its_headers_at_the_end_of_the_turn_not_with_its_first_event() -> None:
+    made: list[tuple[HttpProtocol, Recorder]] = []
     seen: list[list[bytes]] = []
 
     async def stream(scope: Any, receive: Any, send: Any) -> None:
@@ -107,22 +117,11 @@ def test_a_stream_gets_its_headers_at_the_end_of_the_turn_not_with_its_first_eve
             }
         )
         await asyncio.sleep(0.1)  # the first event comes later
-        seen.append(list(transport_of[0].writes))
+        seen.append(list(made[0][1].writes))
         await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    transport_of: list[Recorder] = []
-
-    async def run() -> Recorder:
-        config = uvicorn.Config(stream, http=HttpProtocol, log_config=None, access_log=False)
-        protocol = HttpProtocol(config, ServerState(), {}, asyncio.get_running_loop())
-        transport_of.append(Recorder())
-        protocol.connection_made(transport_of[0])
-        protocol.data_received(GET)
-        await asyncio.sleep(0.4)
-        return transport_of[0]
-
-    transport = asyncio.run(run())
+    transport = asyncio.run(_serve(stream, GET, made))
     # While the stream waited, its header block had already been written on its own.
     assert len(seen[0]) == 1
     assert seen[0][0].startswith(b"HTTP/1.1 200 OK\r\n")
@@ -132,7 +131,7 @@ def test_a_stream_gets_its_headers_at_the_end_of_the_turn_not_with_its_first_eve
 def test_an_answer_without_a_body_is_sent_before_a_shutdown_closes_the_connection() -> None:
     # HEAD writes no body, so its header block is held to the end of the turn; a
     # graceful shutdown in that turn closes the connection, and must send it first.
-    protocols: list[HttpProtocol] = []
+    made: list[tuple[HttpProtocol, Recorder]] = []
 
     async def head_then_shutdown(scope: Any, receive: Any, send: Any) -> None:
         await receive()
@@ -144,20 +143,10 @@ def test_an_answer_without_a_body_is_sent_before_a_shutdown_closes_the_connectio
             }
         )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        protocols[0].shutdown()  # the server stopping, in the same turn
+        made[0][0].shutdown()  # the server stopping, in the same turn
 
-    async def run() -> Recorder:
-        config = uvicorn.Config(
-            head_then_shutdown, http=HttpProtocol, log_config=None, access_log=False
-        )
-        protocols.append(HttpProtocol(config, ServerState(), {}, asyncio.get_running_loop()))
-        transport = Recorder()
-        protocols[0].connection_made(transport)
-        protocols[0].data_received(b"HEAD /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        await asyncio.sleep(0.3)
-        return transport
-
-    transport = asyncio.run(run())
+    head = b"HEAD /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+    transport = asyncio.run(_serve(head_then_shutdown, head, made))
     (written,) = transport.writes
     assert written.startswith(b"HTTP/1.1 200 OK\r\n")
     assert transport.closed

@@ -777,12 +777,7 @@ class SqliteStore:
                 txn.open = False
                 self._in_transaction = False
                 self._rollback(conn)
-                if isinstance(exc, sqlite3.Error):
-                    raise _store_error(self._path, exc) from exc
-                if isinstance(exc, StoreError) and exc.path is None:
-                    # Same class (StoreConflict stays a StoreConflict), now naming the file.
-                    raise type(exc)(f"store {self._path!r}: {exc}", self._path) from exc
-                raise
+                self._raise_named(exc)
             txn.open = False
             self._in_transaction = False
             try:
@@ -810,10 +805,9 @@ class SqliteStore:
                 raise SchedulerError(f"store {self._path!r}: transactions do not nest")
             self._sync.check()
             self._own()
-            if self._group and not conn.in_transaction:
-                # Another statement's failure (a full disk, an I/O error) made SQLite
-                # roll the group back: write it again before this change joins it.
-                self._rewrite_group(conn)
+            # Another statement's failure (a full disk, an I/O error) may have made
+            # SQLite roll the group back: then it is written again before this joins it.
+            self._keep_group(conn)
             try:
                 if not self._group:
                     conn.execute("BEGIN IMMEDIATE")
@@ -821,15 +815,24 @@ class SqliteStore:
             except BaseException as exc:
                 if not self._group:
                     self._rollback(conn)  # the transaction held only this change
-                elif not conn.in_transaction:
-                    self._rewrite_group(conn)
-                if isinstance(exc, sqlite3.Error):
-                    raise _store_error(self._path, exc) from exc
-                if isinstance(exc, StoreError) and exc.path is None:
-                    # Same class (StoreConflict stays a StoreConflict), now naming the file.
-                    raise type(exc)(f"store {self._path!r}: {exc}", self._path) from exc
-                raise
+                self._keep_group(conn)  # this change's failure may have taken it too
+                self._raise_named(exc)
             self._group.append(change)
+
+    def _keep_group(self, conn: sqlite3.Connection) -> None:
+        """Write the group again if SQLite rolled its transaction back."""
+        if self._group and not conn.in_transaction:
+            self._rewrite_group(conn)
+
+    def _raise_named(self, exc: BaseException) -> NoReturn:
+        """Raise ``exc`` as this store's error: a sqlite3 error as StoreError, a
+        StoreError without a path naming the file (same class), anything else as is."""
+        if isinstance(exc, sqlite3.Error):
+            raise _store_error(self._path, exc) from exc
+        if isinstance(exc, StoreError) and exc.path is None:
+            # Same class (StoreConflict stays a StoreConflict), now naming the file.
+            raise type(exc)(f"store {self._path!r}: {exc}", self._path) from exc
+        raise exc
 
     def _write(
         self, conn: sqlite3.Connection, change: Change, head: tuple[int, str] | None
