@@ -8,9 +8,13 @@ rename inside the package is one edit here.
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Callable
 from typing import Any
 
-from grafos_scheduler import Scheduler
+import pytest
+
+from grafos_scheduler import Scheduler, SqliteStore
 
 # The CLI's configuration resolution and usage error, tested without a serve process.
 from grafos_scheduler._cli._arguments import UsageError
@@ -180,3 +184,26 @@ __all__ = [
     "wal_sync_of",
     "wire_models",
 ]
+
+
+class HeldFsync:
+    """Stands in for the store's WAL fsync: counts calls, can hold them, can fail them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: SqliteStore) -> None:
+        self.real: Callable[[], None] = store._fsync_wal
+        self.calls = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail: BaseException | None = None
+        monkeypatch.setattr(store, "_fsync_wal", self)
+        # GroupSync holds the bound method it was given: point it here too.
+        monkeypatch.setattr(wal_sync_of(store), "_fsync", self)
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.entered.set()
+        self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        self.real()

@@ -4,6 +4,9 @@ request exactly as the Litestar routes do: same status, same headers, same body.
 Each request goes to two apps over one scheduler: the default one, whose hot path
 serves it, and one built with ``hot_path=False``. The answers must match once the
 parts that differ between any two calls (ids of new leases, times) are set aside.
+Every test runs through both of the hot path's doors: as the ASGI app (Litestar's test
+client), and from grafos's HTTP protocol on a real uvicorn server, which answers the
+call before any ASGI app runs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from litestar.testing import TestClient
 from grafos_scheduler import BackgroundServer, Scheduler, TokenConfig, create_app
 from support.servers import Headers
 
-Client = TestClient[Litestar]
+Client = TestClient[Litestar] | httpx.Client
 # Fields that differ between two calls made a moment apart.
 _VOLATILE = {"expires_at", "expires_in", "granted_at", "ended_at", "work_lost_seconds"}
 
@@ -32,15 +35,26 @@ def _stable(value: Any) -> Any:
     return value
 
 
-@pytest.fixture
-def pair(scheduler: Scheduler, tokens: TokenConfig) -> Iterator[tuple[Client, Client, Any]]:
+@pytest.fixture(params=["asgi", "protocol"])
+def pair(
+    request: pytest.FixtureRequest, scheduler: Scheduler, tokens: TokenConfig
+) -> Iterator[tuple[Client, Client, Any]]:
     hot_app = create_app(scheduler, tokens)
     cold_app = create_app(scheduler, tokens, hot_path=False)
+    if request.param == "asgi":
+        with (
+            TestClient(hot_app, raise_server_exceptions=False) as hot,
+            TestClient(cold_app, raise_server_exceptions=False) as cold,
+        ):
+            yield hot, cold, hot_app.asgi_handler
+        return
     with (
-        TestClient(hot_app, raise_server_exceptions=False) as hot,
-        TestClient(cold_app, raise_server_exceptions=False) as cold,
+        BackgroundServer(hot_app) as hot_server,
+        BackgroundServer(cold_app) as cold_server,
+        httpx.Client(base_url=hot_server.url) as hot_client,
+        httpx.Client(base_url=cold_server.url) as cold_client,
     ):
-        yield hot, cold, hot_app.asgi_handler
+        yield hot_client, cold_client, hot_app.asgi_handler
 
 
 def _same(hot: Any, cold: Any) -> Any:

@@ -1,20 +1,29 @@
-"""HttpProtocol: uvicorn's httptools protocol, each answer in one write.
+"""HttpProtocol: uvicorn's httptools protocol, each answer in one write, and the hot
+lease calls answered by the protocol itself.
 
 uvicorn writes a response's header block and its body separately, and uvloop sends
 each at once: two sends per answer. The protocol here holds the header block for the
 body, or to the end of the loop's turn. Driven through uvicorn's real request cycle,
-with a transport that records what would reach the socket.
+with a transport that records what would reach the socket. The hot calls run on a real
+scheduler over a SQLite file, with its fsync held back where a test needs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from support.internals import HttpProtocol
+from grafos_scheduler import Scheduler, SqliteStore, TokenConfig, create_app
+from support.internals import HeldFsync, HttpProtocol
+from support.servers import ADMIN_TOKEN, WORKER_TOKENS
 
 
 class Recorder(asyncio.Transport):
@@ -150,3 +159,243 @@ def test_an_answer_without_a_body_is_sent_before_a_shutdown_closes_the_connectio
     (written,) = transport.writes
     assert written.startswith(b"HTTP/1.1 200 OK\r\n")
     assert transport.closed
+
+
+# -- hot lease calls, answered by the protocol itself -------------------------------
+
+ALICE = f"Bearer {WORKER_TOKENS['alice']}".encode()
+
+
+def _post(path: str, body: bytes, *, auth: bytes = ALICE, extra: bytes = b"") -> bytes:
+    return (
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nhost: x\r\nauthorization: "
+        + auth
+        + b"\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+def _acquire(job: str, *, extra: bytes = b"") -> bytes:
+    return _post("/v1/leases", b'{"job":"%s","slots":1,"ttl":30}' % job.encode(), extra=extra)
+
+
+def _answers(writes: list[bytes]) -> list[tuple[bytes, dict[bytes, bytes], Any]]:
+    """Each answer on the connection: status line, headers, decoded JSON body."""
+    answers = []
+    data = b"".join(writes)
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        status, *lines = head.split(b"\r\n")
+        headers = dict(line.split(b": ", 1) for line in lines)
+        size = int(headers[b"content-length"])
+        body, data = rest[:size], rest[size:]
+        answers.append((status, headers, json.loads(body)))
+    return answers
+
+
+@pytest.fixture
+def hot_app(tmp_path: Path) -> Iterator[tuple[Any, SqliteStore]]:
+    store = SqliteStore(tmp_path / "scheduler.db")
+    with Scheduler(4, store) as scheduler:
+        scheduler.start()
+        yield create_app(scheduler, TokenConfig(ADMIN_TOKEN, WORKER_TOKENS)), store
+
+
+DATE = b"Tue, 01 Dec 2026 00:00:00 GMT"
+
+
+def _connect(app: Any) -> tuple[HttpProtocol, Recorder]:
+    config = uvicorn.Config(app, http=HttpProtocol, log_config=None, access_log=False)
+    state = ServerState()
+    state.default_headers = [(b"date", DATE), (b"server", b"uvicorn")]  # as a Server sets
+    protocol = HttpProtocol(config, state, {}, asyncio.get_running_loop())
+    transport = Recorder()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_a_hot_call_is_answered_by_the_protocol_with_no_asgi_task(
+    hot_app: tuple[Any, SqliteStore],
+) -> None:
+    app, _ = hot_app
+
+    async def run() -> tuple[Recorder, ServerState, int]:
+        protocol, transport = _connect(app)
+        protocol.data_received(_acquire("j1"))
+        tasks = len(protocol.server_state.tasks)  # uvicorn's cycle would have made one
+        await _until(lambda: bool(transport.writes))
+        return transport, protocol.server_state, tasks
+
+    transport, state, tasks = asyncio.run(run())
+    assert tasks == 0
+    (written,) = transport.writes  # one write: status line, headers and body
+    ((status, headers, body),) = _answers([written])
+    assert status == b"HTTP/1.1 201 Created"
+    assert headers[b"content-type"] == b"application/json"
+    assert headers[b"server"] == b"uvicorn"  # the server's default headers, as uvicorn's
+    assert headers[b"date"] == DATE
+    assert body["lease"]["job"] == "j1"
+    assert body["lease"]["state"] == "active"
+    assert state.total_requests == 1
+    assert not transport.closed
+    assert app.asgi_handler.served == 1
+
+
+def test_no_answer_leaves_before_the_grant_is_durable_and_pipelined_calls_keep_their_order(
+    hot_app: tuple[Any, SqliteStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, store = hot_app
+    fsync = HeldFsync(monkeypatch, store)
+    health = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+
+    async def run() -> tuple[list[bytes], Recorder]:
+        protocol, transport = _connect(app)
+        fsync.gate.clear()
+        # Three requests in one segment: two grants, then a call the app answers.
+        protocol.data_received(_acquire("j1") + _acquire("j2") + health)
+        await asyncio.sleep(0.2)
+        held = list(transport.writes)
+        fsync.gate.set()
+        await _until(lambda: len(_answers(transport.writes)) == 3)
+        return held, transport
+
+    held, transport = asyncio.run(run())
+    assert held == []  # the first grant waited for its fsync, and the rest behind it
+    answers = _answers(transport.writes)
+    assert [a[0] for a in answers] == [b"HTTP/1.1 201 Created"] * 2 + [b"HTTP/1.1 200 OK"]
+    assert [a[2]["lease"]["job"] for a in answers[:2]] == ["j1", "j2"]
+
+
+def test_a_hot_call_asking_to_close_is_answered_then_closed(
+    hot_app: tuple[Any, SqliteStore],
+) -> None:
+    app, _ = hot_app
+
+    async def run() -> Recorder:
+        protocol, transport = _connect(app)
+        protocol.data_received(_acquire("j1", extra=b"connection: close\r\n"))
+        await _until(lambda: transport.closed)
+        return transport
+
+    transport = asyncio.run(run())
+    ((status, headers, _),) = _answers(transport.writes)
+    assert status == b"HTTP/1.1 201 Created"
+    assert headers[b"connection"] == b"close"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "field"),
+    [
+        (_post("/v1/leases", b'{"job":"j1","slots":1'), b"HTTP/1.1 400 Bad Request", None),
+        (
+            _post("/v1/leases", b'{"job":"j1","slots":0,"ttl":30}'),
+            b"HTTP/1.1 400 Bad Request",
+            "slots",
+        ),
+        (_post("/v1/leases", b"{}", auth=b"Bearer nope"), b"HTTP/1.1 401 Unauthorized", None),
+    ],
+    ids=["bad JSON", "out of range", "bad token"],
+)
+def test_a_call_the_protocol_cannot_take_is_answered_by_the_app(
+    hot_app: tuple[Any, SqliteStore], request_bytes: bytes, status: bytes, field: str | None
+) -> None:
+    app, _ = hot_app
+
+    async def run() -> Recorder:
+        protocol, transport = _connect(app)
+        protocol.data_received(request_bytes)
+        await _until(lambda: bool(transport.writes))
+        await asyncio.sleep(0.05)
+        return transport
+
+    transport = asyncio.run(run())
+    ((got, _, body),) = _answers(transport.writes)
+    assert got == status, body
+    assert body["status"] == int(status.split()[1])
+    if field is not None:
+        assert body["field"] == field
+
+
+def test_a_client_gone_before_its_grant_is_durable_is_sent_nothing(
+    hot_app: tuple[Any, SqliteStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, store = hot_app
+    fsync = HeldFsync(monkeypatch, store)
+
+    async def run() -> Recorder:
+        protocol, transport = _connect(app)
+        fsync.gate.clear()
+        protocol.data_received(_acquire("j1"))
+        await asyncio.sleep(0.1)
+        protocol.connection_lost(None)
+        fsync.gate.set()
+        await _until(lambda: fsync.calls >= 1)
+        await asyncio.sleep(0.1)
+        return transport
+
+    transport = asyncio.run(run())
+    assert transport.writes == []  # Recorder also refuses a write after close
+    assert app.asgi_handler.served == 0
+
+
+def test_a_shutdown_while_a_hot_call_waits_closes_after_its_answer(
+    hot_app: tuple[Any, SqliteStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, store = hot_app
+    fsync = HeldFsync(monkeypatch, store)
+
+    async def run() -> tuple[bool, Recorder]:
+        protocol, transport = _connect(app)
+        fsync.gate.clear()
+        protocol.data_received(_acquire("j1"))
+        await asyncio.sleep(0.1)
+        protocol.shutdown()  # the server stopping: the answer in flight still leaves
+        closed_early = transport.closed
+        fsync.gate.set()
+        await _until(lambda: transport.closed)
+        return closed_early, transport
+
+    closed_early, transport = asyncio.run(run())
+    assert not closed_early
+    ((status, headers, _),) = _answers(transport.writes)
+    assert status == b"HTTP/1.1 201 Created"
+    assert headers[b"connection"] == b"close"
+
+
+def test_a_bug_in_a_hot_call_is_a_logged_500_and_a_closed_connection(
+    hot_app: tuple[Any, SqliteStore],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _ = hot_app
+
+    def broken(*_: Any) -> tuple[int, bytes]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.asgi_handler, "render", broken)
+
+    async def run() -> Recorder:
+        protocol, transport = _connect(app)
+        protocol.data_received(_acquire("j1"))
+        await _until(lambda: transport.closed)
+        return transport
+
+    transport = asyncio.run(run())
+    (written,) = transport.writes
+    assert written.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"connection: close\r\n" in written
+    assert written.endswith(b"\r\n\r\nInternal Server Error")
+    assert any(r.getMessage() == "hot call failed" and r.exc_info for r in caplog.records)

@@ -32,30 +32,7 @@ from grafos_scheduler import (
     StoreFailed,
     Ticket,
 )
-from support.internals import DurabilityWaiter, FailingCommits, book_of, wal_sync_of
-
-
-class HeldFsync:
-    """Stands in for the store's WAL fsync: counts calls, can hold them, can fail them."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: SqliteStore) -> None:
-        self.real: Callable[[], None] = store._fsync_wal
-        self.calls = 0
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.fail: BaseException | None = None
-        monkeypatch.setattr(store, "_fsync_wal", self)
-        # GroupSync holds the bound method it was given: point it here too.
-        monkeypatch.setattr(wal_sync_of(store), "_fsync", self)
-
-    def __call__(self) -> None:
-        self.calls += 1
-        self.entered.set()
-        self.gate.wait(10)
-        if self.fail is not None:
-            raise self.fail
-        self.real()
+from support.internals import DurabilityWaiter, FailingCommits, HeldFsync, book_of, wal_sync_of
 
 
 def _lease(result: Lease | Ticket) -> Lease:

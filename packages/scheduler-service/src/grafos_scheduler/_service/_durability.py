@@ -60,12 +60,23 @@ class DurabilityWaiter:
 
         Raises :class:`StoreFailed` if making it durable failed.
         """
+        future = self.when_durable()
+        if future is not None:
+            await future
+
+    def when_durable(self) -> asyncio.Future[None] | None:
+        """None when everything the scheduler wrote so far is durable; else a future
+        that resolves once it is (for a caller with no coroutine to await in).
+
+        Raises :class:`StoreFailed` at once if making it durable failed; the future
+        ends with it if it fails later. Call it on the event loop.
+        """
         scheduler = self._scheduler
         if scheduler.durable:
             failed = scheduler.failed
             if failed is not None:
                 raise failed
-            return
+            return None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
@@ -81,7 +92,7 @@ class DurabilityWaiter:
         if kick:
             # Callbacks scheduled now run after those already due in this turn.
             loop.call_soon(self._kick)
-        await future
+        return future
 
     def _kick(self) -> None:
         with self._lock:

@@ -7,16 +7,33 @@ also runs the receiver's TCP stack; strace of a renewal run counted 2.07 writes 
 request. Here the header block waits for the body's first write and leaves with it, or
 at the end of the event loop's turn if no body follows in that turn (a stream whose
 first event comes later), so nothing waits longer than the turn that wrote it.
+
+It also answers the hot lease calls itself, when the app has a
+:class:`~._hot_path.HotPath`: from the parser's callbacks, with no ASGI task, scope,
+messages or middleware, since for a renewal those cost about as much as the renewal.
+A call it cannot answer in full (a body that does not decode, a missing token, an
+``Expect`` header, a pipelined request behind one still answering) is handed to
+uvicorn's own request cycle unchanged, so the app answers it as it always did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+from ._hot_path import HotCall, HotPath
 
 __all__ = ["HttpProtocol"]
+
+_logger = logging.getLogger("grafos_scheduler.service")
+_JSON = b"content-type: application/json\r\ncontent-length: "
 
 
 class _JoinedWrites:
@@ -63,14 +80,153 @@ class _JoinedWrites:
         return getattr(self._transport, name)
 
 
+class _NoEvent:
+    def set(self) -> None:
+        pass
+
+
+_NO_EVENT = _NoEvent()
+
+
+class _Answering:
+    """Stands in for uvicorn's request cycle while the protocol answers a hot call:
+    a pipelined request waits behind it, and a lost connection or a shutdown marks it,
+    as they mark a cycle."""
+
+    __slots__ = ("disconnected", "keep_alive", "response_complete")
+    message_event = _NO_EVENT
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.disconnected = False
+        self.response_complete = False
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, each response written in one piece."""
+    """uvicorn's httptools protocol, each response written in one piece, and the hot
+    lease calls answered without the ASGI app."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holding: set[_JoinedWrites] = set()
+        self._hot = HotPath.of(self.app) if self.limit_concurrency is None else None
+        self._call: HotCall | None = None
+        self._chunks: list[bytes] = []
 
     def on_headers_complete(self) -> None:
+        hot = self._hot
+        if hot is not None and self._idle():
+            call = self._hot_call(hot)
+            if call is not None:
+                self._call = call
+                self._chunks = []
+                return
+        self._start_cycle()
+
+    def on_body(self, body: bytes) -> None:
+        if self._call is not None:
+            self._chunks.append(body)  # at most the declared length, within the limit
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        call = self._call
+        if call is None:
+            super().on_message_complete()
+            return
+        self._call = None
+        raw = b"".join(self._chunks)
+        self._chunks = []
+        hot = self._hot
+        assert hot is not None
+        try:
+            body = hot.decode(call, raw)
+        except Exception:
+            # The app refuses it, in its words: uvicorn's cycle, with the body read.
+            self._start_cycle()
+            super().on_body(raw)
+            super().on_message_complete()
+            return
+        answering = _Answering(
+            self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        )
+        self.cycle = answering  # type: ignore[assignment]
+
+        def done(outcome: Any) -> None:
+            try:
+                status, payload = hot.render(call, outcome)
+            except Exception:
+                self._fail(answering, call)
+                return
+            self._send_answer(answering, call, status, payload)
+
+        try:
+            hot.answer_soon(call, body, done)
+        except Exception:
+            self._fail(answering, call)
+
+    def _fail(self, answering: _Answering, call: HotCall) -> None:
+        """A bug: logged, and answered as uvicorn answers one (a 500, then close)."""
+        _logger.exception("hot call failed", extra={"event": "hot_call_failed"})
+        self._send_answer(answering, call, 500, b"Internal Server Error", failed=True)
+
+    def _idle(self) -> bool:
+        """Nothing is answering on this connection, nothing waits behind it, and the
+        client reads what it is sent."""
+        cycle: RequestResponseCycle | None = self.cycle  # None before the first request
+        return (
+            (cycle is None or cycle.response_complete)
+            and not self.pipeline
+            and not self.expect_100_continue
+            and not self.flow.write_paused
+            and not self.parser.should_upgrade()
+        )
+
+    def _hot_call(self, hot: HotPath) -> HotCall | None:
+        url: bytes = self.url
+        # A query or an escaped path goes the long way (the app reads those right).
+        if b"?" in url or b"%" in url or not url.startswith(b"/"):
+            return None
+        return hot.match(
+            self.parser.get_method().decode("ascii"), url.decode("latin-1"), self.headers
+        )
+
+    def _send_answer(
+        self,
+        answering: _Answering,
+        call: HotCall,
+        status: int,
+        payload: bytes,
+        *,
+        failed: bool = False,
+    ) -> None:
+        if answering.response_complete:
+            return
+        answering.response_complete = True
+        if answering.disconnected or self.transport.is_closing():
+            return  # the client went away; the decision stands, as in the app
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        if failed:
+            answering.keep_alive = False
+            head.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ")
+        else:
+            head.append(_JSON)
+        head.append(str(len(payload)).encode())
+        if not answering.keep_alive:
+            head.append(b"\r\nconnection: close")
+        head += [b"\r\n\r\n", payload]
+        self.transport.write(b"".join(head))
+        hot = self._hot
+        if hot is not None and not failed:
+            hot.answered(call, status)
+        if not answering.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def _start_cycle(self) -> None:
+        """uvicorn's request cycle for this request, its writes joined."""
         super().on_headers_complete()
         cycle: RequestResponseCycle | None = self.cycle  # None: a first request upgraded
         if cycle is not None and cycle.transport is self.transport:  # a new request's

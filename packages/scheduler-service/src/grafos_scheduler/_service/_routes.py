@@ -7,7 +7,8 @@ refusals become error bodies in :mod:`._errors`.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import attrs
 from litestar import Request, Response, delete, get, post
@@ -22,6 +23,7 @@ from .._domain._errors import (
     LeaseExpired,
     LeaseNotActive,
     SchedulerError,
+    StoreFailed,
 )
 from .._domain._lease import Lease, LeaseState, Ticket
 from .._domain._preemption import NonPreemptibleReason, PreemptionOutcome
@@ -73,15 +75,25 @@ from ._views import (
 
 __all__ = [
     "ROUTES",
+    "Decision",
     "ServiceContext",
+    "acquire_decision",
     "acquire_lease",
     "context_state",
+    "release_decision",
     "release_lease",
+    "renew_decision",
     "renew_lease",
     "renew_leases",
+    "renewals_decision",
 ]
 
 _STATE_KEY = "grafos"
+_T = TypeVar("_T")
+
+#: A hot call decided: the scheduler was called (its change written, maybe not yet
+#: durable), and this builds the answer once everything it may reveal is durable.
+Decision = Callable[[], _T]
 
 
 @attrs.define
@@ -117,6 +129,52 @@ class ServiceContext:
         if isinstance(outcome, Lease):
             return acquire_result(self.lease_view(outcome))
         return acquire_result(ticket_view(outcome, self.now()))
+
+    async def answer(self, decide: Callable[[], Decision[_T]]) -> _T:
+        """Decide, wait until that is durable (a refusal too: it may reveal a change
+        not yet durable, as an expiry), then build the answer."""
+        try:
+            finish = decide()
+        finally:
+            await self.durability.wait()
+        return finish()
+
+    def answer_soon(
+        self, decide: Callable[[], Decision[_T]], done: Callable[[_T | Exception], None]
+    ) -> None:
+        """:meth:`answer` without a coroutine: ``done`` gets the answer, or the error
+        that refused it, once durable; at once, in this call, when nothing waits."""
+        try:
+            finish = decide()
+        except Exception as exc:
+            finish = _raising(exc)
+
+        def complete(failure: BaseException | None) -> None:
+            try:
+                if failure is not None:
+                    raise failure  # as in answer(): the wait's failure wins
+                answer = finish()
+            except Exception as exc:
+                done(exc)
+                return
+            done(answer)
+
+        try:
+            future = self.durability.when_durable()
+        except StoreFailed as exc:
+            complete(exc)
+            return
+        if future is None:
+            complete(None)
+        else:
+            future.add_done_callback(lambda f: complete(f.exception()))
+
+
+def _raising(exc: Exception) -> Decision[Any]:
+    def finish() -> Any:
+        raise exc
+
+    return finish
 
 
 def context_state(context: ServiceContext) -> dict[str, Any]:
@@ -161,6 +219,13 @@ async def acquire_lease(
     ctx: ServiceContext, principal: Principal, body: AcquireRequest
 ) -> tuple[int, AcquireResult]:
     """``POST /v1/leases``: 201 and the lease, or 202 and the ticket that waits."""
+    return await ctx.answer(lambda: acquire_decision(ctx, principal, body))
+
+
+def acquire_decision(
+    ctx: ServiceContext, principal: Principal, body: AcquireRequest
+) -> Decision[tuple[int, AcquireResult]]:
+    """The acquire decided (see :meth:`ServiceContext.answer`)."""
     # On the event loop: the decision is in memory and one SQLite write under the
     # scheduler's lock; the fsync is the group's (one thread for every request), and
     # the answer waits for it. The audit tail logs the decision (one line).
@@ -169,21 +234,18 @@ async def acquire_lease(
     except InvalidRequest as exc:
         raise FieldError("grace", str(exc)) from None
     try:
-        try:
-            outcome = ctx.scheduler.acquire(
-                body.job,
-                principal.name,
-                body.priority,
-                body.slots,
-                body.ttl,
-                grace=grace,
-                wait=False,
-            )
-        except JobAlreadyLeased as exc:
-            raise _policy.job_conflict(ctx.scheduler, principal, exc) from None
-    finally:
-        await ctx.durability.wait()
-    return (201 if isinstance(outcome, Lease) else 202), ctx.result(outcome)
+        outcome = ctx.scheduler.acquire(
+            body.job,
+            principal.name,
+            body.priority,
+            body.slots,
+            body.ttl,
+            grace=grace,
+            wait=False,
+        )
+    except JobAlreadyLeased as exc:
+        raise _policy.job_conflict(ctx.scheduler, principal, exc) from None
+    return lambda: ((201 if isinstance(outcome, Lease) else 202), ctx.result(outcome))
 
 
 @get(
@@ -254,6 +316,13 @@ async def renew_lease(
     ctx: ServiceContext, principal: Principal, lease_id: str, body: RenewRequest
 ) -> RenewResult:
     """``POST /v1/leases/{lease_id}/renew``."""
+    return await ctx.answer(lambda: renew_decision(ctx, principal, lease_id, body))
+
+
+def renew_decision(
+    ctx: ServiceContext, principal: Principal, lease_id: str, body: RenewRequest
+) -> Decision[RenewResult]:
+    """The renewal decided (see :meth:`ServiceContext.answer`)."""
     # In memory, on the event loop, with no thread hop. The answer may still reveal
     # a change that is not durable yet (an expiry, a pending preemption): then it
     # waits for the group fsync like any other answer.
@@ -277,9 +346,7 @@ async def renew_lease(
             reason=type(exc).__name__,
         )
         raise
-    finally:
-        await ctx.durability.wait()
-    return renew_result(renewal, renewal.pending, ctx.now())
+    return lambda: renew_result(renewal, renewal.pending, ctx.now())
 
 
 @post(
@@ -300,6 +367,13 @@ async def renew_leases(
     ctx: ServiceContext, principal: Principal, entries: list[RenewalEntry | FieldError]
 ) -> RenewalsResult:
     """``POST /v1/renewals``: one result per entry, in order."""
+    return await ctx.answer(lambda: renewals_decision(ctx, principal, entries))
+
+
+def renewals_decision(
+    ctx: ServiceContext, principal: Principal, entries: list[RenewalEntry | FieldError]
+) -> Decision[RenewalsResult]:
+    """The batch renewal decided (see :meth:`ServiceContext.answer`)."""
     # Each entry is checked and authorised as a single renew would be; one bad entry
     # is an error object in its place and never fails the others.
     results: list[RenewResult | ErrorBody | None] = [None] * len(entries)
@@ -319,29 +393,31 @@ async def renew_leases(
             if not field.startswith("leases["):
                 field = f"leases[{i}].{field}" if field else f"leases[{i}]"
             results[i] = entry_error(principal, FieldError(field, exc.message))
-    if calls:
-        try:
-            renewed = ctx.scheduler.renew_expiries(
-                calls, holder=_policy.holder_scope(principal), wait=False
-            )
-        finally:
-            await ctx.durability.wait()
+    renewed = (
+        ctx.scheduler.renew_expiries(calls, holder=_policy.holder_scope(principal), wait=False)
+        if calls
+        else []
+    )
+
+    def finish() -> RenewalsResult:
         now = ctx.now()
         for i, outcome in zip(slots, renewed, strict=True):
             if isinstance(outcome, Renewed):
                 results[i] = renew_result(outcome, outcome.pending, now)
             else:
                 results[i] = entry_error(principal, outcome)
-    refused = [r for r in results if isinstance(r, ErrorBody)]
-    if refused:
-        event(
-            "renewals_refused",
-            level=logging.WARNING,
-            principal=principal.name,
-            refused=len(refused),
-            of=len(results),
-        )
-    return RenewalsResult(results=[r for r in results if r is not None])
+        refused = [r for r in results if isinstance(r, ErrorBody)]
+        if refused:
+            event(
+                "renewals_refused",
+                level=logging.WARNING,
+                principal=principal.name,
+                refused=len(refused),
+                of=len(results),
+            )
+        return RenewalsResult(results=[r for r in results if r is not None])
+
+    return finish
 
 
 @post(
@@ -364,20 +440,24 @@ async def release_lease(
     ctx: ServiceContext, principal: Principal, lease_id: str, body: ReleaseRequest
 ) -> LeaseView:
     """``POST /v1/leases/{lease_id}/release``."""
+    return await ctx.answer(lambda: release_decision(ctx, principal, lease_id, body))
+
+
+def release_decision(
+    ctx: ServiceContext, principal: Principal, lease_id: str, body: ReleaseRequest
+) -> Decision[LeaseView]:
+    """The release decided (see :meth:`ServiceContext.answer`)."""
     # As acquire: decided on the event loop, answered once durable; the audit tail
     # logs the release with its work lost (one line per decision).
     lid = parse_id(lease_id, "lease_id")
-    try:
-        released = ctx.scheduler.release(
-            lid,
-            holder=_policy.holder_scope(principal),
-            work_lost_records=body.work_lost_records,
-            work_lost_seconds=body.work_lost_seconds,
-            wait=False,
-        )
-    finally:
-        await ctx.durability.wait()
-    return ctx.lease_view(released)
+    released = ctx.scheduler.release(
+        lid,
+        holder=_policy.holder_scope(principal),
+        work_lost_records=body.work_lost_records,
+        work_lost_seconds=body.work_lost_seconds,
+        wait=False,
+    )
+    return lambda: ctx.lease_view(released)
 
 
 @get(
