@@ -34,6 +34,8 @@ __all__ = ["HttpProtocol"]
 
 _logger = logging.getLogger("grafos_scheduler.service")
 _JSON = b"content-type: application/json\r\ncontent-length: "
+# The default headers' block, by the list uvicorn holds them in (see _default_headers).
+_DEFAULTS: dict[int, tuple[list[tuple[bytes, bytes]], bytes]] = {}
 
 
 class _JoinedWrites:
@@ -205,9 +207,7 @@ class HttpProtocol(HttpToolsProtocol):
         answering.response_complete = True
         if answering.disconnected or self.transport.is_closing():
             return  # the client went away; the decision stands, as in the app
-        head = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
+        head = [STATUS_LINE[status], self._default_headers()]
         if failed:
             answering.keep_alive = False
             head.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ")
@@ -224,6 +224,17 @@ class HttpProtocol(HttpToolsProtocol):
         if not answering.keep_alive:
             self.transport.close()
         self.on_response_complete()
+
+    def _default_headers(self) -> bytes:
+        """The server's default headers (date, server) as one block of bytes."""
+        headers = self.server_state.default_headers
+        cached = _DEFAULTS.get(id(headers))
+        if cached is None or cached[0] is not headers:
+            # uvicorn sets a new list every second (the date): keep the last one only.
+            _DEFAULTS.clear()
+            block = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+            cached = _DEFAULTS[id(headers)] = (headers, block)
+        return cached[1]
 
     def _start_cycle(self) -> None:
         """uvicorn's request cycle for this request, its writes joined."""
