@@ -210,8 +210,14 @@ def hot_app(tmp_path: Path) -> Iterator[tuple[Any, SqliteStore]]:
 DATE = b"Tue, 01 Dec 2026 00:00:00 GMT"
 
 
-def _connect(app: Any) -> tuple[HttpProtocol, Recorder]:
-    config = uvicorn.Config(app, http=HttpProtocol, log_config=None, access_log=False)
+def _connect(app: Any, *, keep_alive: int = 5) -> tuple[HttpProtocol, Recorder]:
+    config = uvicorn.Config(
+        app,
+        http=HttpProtocol,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=keep_alive,
+    )
     state = ServerState()
     state.default_headers = [(b"date", DATE), (b"server", b"uvicorn")]  # as a Server sets
     protocol = HttpProtocol(config, state, {}, asyncio.get_running_loop())
@@ -399,3 +405,118 @@ def test_a_bug_in_a_hot_call_is_a_logged_500_and_a_closed_connection(
     assert b"connection: close\r\n" in written
     assert written.endswith(b"\r\n\r\nInternal Server Error")
     assert any(r.getMessage() == "hot call failed" and r.exc_info for r in caplog.records)
+
+
+def _jobs(app: Any) -> list[str]:
+    scheduler: Scheduler = app.asgi_handler._ctx.scheduler
+    return sorted(lease.job for lease in scheduler.leases())
+
+
+def test_a_call_pipelined_behind_an_answer_given_at_once_is_answered_too(
+    hot_app: tuple[Any, SqliteStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The renewal needs no fsync, so its answer is ready at once; the grant behind it in
+    # the same segment waits for one. The connection's keep-alive timer must not be
+    # running while that grant waits (it would close the connection under it).
+    app, store = hot_app
+    fsync = HeldFsync(monkeypatch, store)
+
+    async def run() -> Recorder:
+        first, first_transport = _connect(app)
+        first.data_received(_acquire("j1"))
+        await _until(lambda: bool(first_transport.writes))
+        lease = _answers(first_transport.writes)[0][2]["lease"]
+        renew = _post(
+            f"/v1/leases/{lease['lease_id']}/renew",
+            b'{"fencing_token":%d}' % lease["fencing_token"],
+        )
+        protocol, transport = _connect(app, keep_alive=1)
+        fsync.gate.clear()
+        protocol.data_received(renew + _acquire("j2"))
+        await asyncio.sleep(1.3)  # longer than the keep-alive timeout
+        fsync.gate.set()
+        await _until(lambda: len(_answers(transport.writes)) == 2)
+        return transport
+
+    transport = asyncio.run(run())
+    statuses = [a[0] for a in _answers(transport.writes)]
+    assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 201 Created"]
+
+
+def test_a_call_pipelined_behind_a_closing_answer_is_never_run(
+    hot_app: tuple[Any, SqliteStore],
+) -> None:
+    # uvicorn closes every HTTP/1.0 connection after its answer, keep-alive or not; a
+    # request behind it must not be decided (nobody would hear of its lease). The
+    # renewal is answered at once (it needs no fsync), before the grant is parsed.
+    app, _ = hot_app
+
+    async def run() -> Recorder:
+        first, first_transport = _connect(app)
+        first.data_received(_acquire("j1"))
+        await _until(lambda: bool(first_transport.writes))
+        lease = _answers(first_transport.writes)[0][2]["lease"]
+        renew = _post(
+            f"/v1/leases/{lease['lease_id']}/renew",
+            b'{"fencing_token":%d}' % lease["fencing_token"],
+            extra=b"connection: keep-alive\r\n",
+        ).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+        protocol, transport = _connect(app)
+        protocol.data_received(renew + _acquire("j2"))
+        await _until(lambda: transport.closed)
+        await asyncio.sleep(0.1)
+        return transport
+
+    transport = asyncio.run(run())
+    ((status, headers, _),) = _answers(transport.writes)
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers[b"connection"] == b"close"
+    assert _jobs(app) == ["j1"]
+
+
+def test_a_shutdown_while_a_hot_calls_body_arrives_answers_it_then_closes(
+    hot_app: tuple[Any, SqliteStore],
+) -> None:
+    app, _ = hot_app
+    request = _acquire("j1")
+
+    async def run() -> tuple[bool, Recorder]:
+        protocol, transport = _connect(app)
+        protocol.data_received(request[:-5])  # the headers and most of the body
+        protocol.shutdown()
+        closed_early = transport.closed
+        protocol.data_received(request[-5:])
+        await _until(lambda: transport.closed)
+        return closed_early, transport
+
+    closed_early, transport = asyncio.run(run())
+    assert not closed_early
+    ((status, headers, _),) = _answers(transport.writes)
+    assert status == b"HTTP/1.1 201 Created"
+    assert headers[b"connection"] == b"close"
+
+
+def test_a_failure_after_the_answer_is_written_leaves_the_connection_serving(
+    hot_app: tuple[Any, SqliteStore],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _ = hot_app
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a metrics bug")
+
+    monkeypatch.setattr(app.asgi_handler, "answered", broken)
+
+    async def run() -> Recorder:
+        protocol, transport = _connect(app)
+        protocol.data_received(_acquire("j1"))
+        await _until(lambda: len(_answers(transport.writes)) == 1)
+        protocol.data_received(_acquire("j2"))  # the same connection serves the next
+        await _until(lambda: len(_answers(transport.writes)) == 2)
+        return transport
+
+    transport = asyncio.run(run())
+    assert [a[2]["lease"]["job"] for a in _answers(transport.writes)] == ["j1", "j2"]
+    assert not transport.closed
+    assert any(r.getMessage() == "hot call metrics failed" for r in caplog.records)

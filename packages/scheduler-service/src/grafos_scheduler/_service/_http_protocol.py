@@ -114,6 +114,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._hot = HotPath.of(self.app) if self.limit_concurrency is None else None
         self._call: HotCall | None = None
         self._chunks: list[bytes] = []
+        self._closing = False  # a shutdown came while a hot call's body arrived
 
     def on_headers_complete(self) -> None:
         hot = self._hot
@@ -146,26 +147,34 @@ class HttpProtocol(HttpToolsProtocol):
         except Exception:
             # The app refuses it, in its words: uvicorn's cycle, with the body read.
             self._start_cycle()
+            if self._closing and self.cycle is not None:
+                self.cycle.keep_alive = False  # a shutdown came while the body arrived
             super().on_body(raw)
             super().on_message_complete()
             return
-        answering = _Answering(
-            self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-        )
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        answering = _Answering(keep_alive and not self._closing)
         self.cycle = answering  # type: ignore[assignment]
 
         def done(outcome: Any) -> None:
-            try:
-                status, payload = hot.render(call, outcome)
-            except Exception:
-                self._fail(answering, call)
-                return
-            self._send_answer(answering, call, status, payload)
+            # Never from inside the parser: the rest of this segment (a pipelined
+            # request) is parsed first and queues behind the answer, as in uvicorn.
+            self.loop.call_soon(self._answer, answering, call, outcome)
 
         try:
             hot.answer_soon(call, body, done)
         except Exception:
+            self.loop.call_soon(self._fail, answering, call)
+
+    def _answer(self, answering: _Answering, call: HotCall, outcome: Any) -> None:
+        hot = self._hot
+        assert hot is not None
+        try:
+            status, payload = hot.render(call, outcome)
+        except Exception:
             self._fail(answering, call)
+            return
+        self._send_answer(answering, call, status, payload)
 
     def _fail(self, answering: _Answering, call: HotCall) -> None:
         """A bug: logged, and answered as uvicorn answers one (a 500, then close)."""
@@ -218,12 +227,16 @@ class HttpProtocol(HttpToolsProtocol):
             head.append(b"\r\nconnection: close")
         head += [b"\r\n\r\n", payload]
         self.transport.write(b"".join(head))
-        hot = self._hot
-        if hot is not None and not failed:
-            hot.answered(call, status)
-        if not answering.keep_alive:
-            self.transport.close()
-        self.on_response_complete()
+        try:
+            hot = self._hot
+            if hot is not None and not failed:
+                hot.answered(call, status)
+        except Exception:  # the metrics must not leave the connection hanging
+            _logger.exception("hot call metrics failed", extra={"event": "hot_call_failed"})
+        finally:
+            if not answering.keep_alive:
+                self.transport.close()
+            self.on_response_complete()
 
     def _default_headers(self) -> bytes:
         """The server's default headers (date, server) as one block of bytes."""
@@ -249,4 +262,9 @@ class HttpProtocol(HttpToolsProtocol):
         # answer without a body (HEAD, 204) still holds first.
         for joined in list(self._holding):
             joined.flush()
+        if self._call is not None:
+            # A hot call whose body is still arriving is in flight, as a cycle would be:
+            # it is answered, then the connection closes.
+            self._closing = True
+            return
         super().shutdown()

@@ -6,6 +6,7 @@ refusals become error bodies in :mod:`._errors`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -157,7 +158,13 @@ class ServiceContext:
             except Exception as exc:
                 done(exc)
                 return
+            except BaseException as exc:  # the wait ended some other way: still answer
+                done(RuntimeError(f"the wait for durability ended with {exc!r}"))
+                return
             done(answer)
+
+        def settled(future: asyncio.Future[None]) -> None:
+            complete(asyncio.CancelledError() if future.cancelled() else future.exception())
 
         try:
             future = self.durability.when_durable()
@@ -167,7 +174,7 @@ class ServiceContext:
         if future is None:
             complete(None)
         else:
-            future.add_done_callback(lambda f: complete(f.exception()))
+            future.add_done_callback(settled)
 
 
 def _raising(exc: Exception) -> Decision[Any]:
