@@ -21,6 +21,7 @@ from .._scheduler._scheduler import Scheduler
 from ._audit_tail import AuditLogger
 from ._auth import Authenticator
 from ._body import parse_request_body
+from ._context import ServiceContext, context_state
 from ._dashboard import dashboard_routes
 from ._durability import DurabilityWaiter
 from ._errors import ON_STORE_FAILED, handle_exception
@@ -28,7 +29,7 @@ from ._hot_path import HotPath
 from ._metrics import SchedulerMetrics
 from ._middleware import Authentication, Latency
 from ._openapi import document
-from ._routes import ROUTES, ServiceContext, context_state
+from ._routes import ROUTES
 from ._watch import WatchHub, watch, watch_state
 
 __all__ = ["create_app"]

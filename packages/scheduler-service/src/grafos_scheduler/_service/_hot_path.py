@@ -10,8 +10,9 @@ valid bearer token, a declared ``Content-Length`` within the app's limit, and a 
 that decodes. Anything else (no token, a bad body, a wrong media type, a chunked body)
 goes on to the Litestar app unchanged, with the body it already read, so every refusal
 keeps the one shape and wording the app gives it. Once the scheduler is called, the
-answer, an error too, is rendered here by the same code the routes use: the route
-cores of :mod:`._routes`, the error map of :mod:`._errors` and the same JSON encoder.
+answer, an error too, is rendered here by the same code the routes use: the
+decisions of :mod:`._decisions`, the error map of :mod:`._errors` and the same JSON
+encoder.
 The request is counted in the metrics under the same route template.
 
 It has two doors. As an ASGI app it is the app's outermost handler, for any server.
@@ -44,15 +45,9 @@ from litestar.types import (
 from .._wire._models import AcquireRequest, ReleaseRequest, RenewalsRequest, RenewRequest
 from ._auth import Authenticator, Principal
 from ._body import decode_body
+from ._context import Decision, ServiceContext
+from ._decisions import acquire_decision, release_decision, renew_decision, renewals_decision
 from ._errors import error_body, escaped_body
-from ._routes import (
-    Decision,
-    ServiceContext,
-    acquire_decision,
-    release_decision,
-    renew_decision,
-    renewals_decision,
-)
 
 __all__ = ["HotCall", "HotPath"]
 

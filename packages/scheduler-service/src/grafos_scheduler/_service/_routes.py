@@ -1,35 +1,26 @@
 """The v1 route handlers: each parses, asks the policy, calls the scheduler, builds a view.
 
 Bodies arrive decoded (:mod:`._body`); who may do what is :mod:`._policy`'s to say;
-refusals become error bodies in :mod:`._errors`.
+refusals become error bodies in :mod:`._errors`. The hot lease calls' handlers answer
+with their decisions (:mod:`._decisions`), which the hot path shares.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import attrs
 from litestar import Request, Response, delete, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
-from .._domain._clock import Clock
 from .._domain._errors import (
-    FencingTokenMismatch,
     InvalidRequest,
-    JobAlreadyLeased,
     LeaseExpired,
     LeaseNotActive,
-    SchedulerError,
-    StoreFailed,
 )
-from .._domain._lease import Lease, LeaseState, Ticket
-from .._domain._preemption import NonPreemptibleReason, PreemptionOutcome
-from .._domain._renewal import Renewed
-from .._scheduler._scheduler import MAX_LEASE_PAGE, Scheduler
+from .._domain._lease import Lease, LeaseState
+from .._domain._preemption import PreemptionOutcome
+from .._scheduler._scheduler import MAX_LEASE_PAGE
 from .._wire._models import (
     ID_PATTERN,
     AcquireRequest,
@@ -37,7 +28,6 @@ from .._wire._models import (
     AuditHeadView,
     AuditPage,
     AuditVerificationView,
-    ErrorBody,
     FieldError,
     Health,
     HoldRequest,
@@ -47,7 +37,6 @@ from .._wire._models import (
     PreemptionDecisionView,
     PreemptRequest,
     ReleaseRequest,
-    RenewalEntry,
     RenewalsRequest,
     RenewalsResult,
     RenewRequest,
@@ -60,138 +49,22 @@ from .._wire._models import (
 from . import _policy
 from ._auth import Principal
 from ._body import body_of, parsed_body, parsed_renewals
-from ._durability import DurabilityWaiter
-from ._errors import entry_error, error_responses
+from ._context import ServiceContext, context_of
+from ._decisions import acquire_lease, release_lease, renew_lease, renew_leases
+from ._errors import error_responses
 from ._events import event
-from ._metrics import SchedulerMetrics
 from ._views import (
-    Now,
     acquire_result,
     audit_record_view,
-    lease_view,
     preemption_decision_view,
-    renew_result,
     ticket_view,
 )
 
-__all__ = [
-    "ROUTES",
-    "Decision",
-    "ServiceContext",
-    "acquire_decision",
-    "acquire_lease",
-    "context_state",
-    "release_decision",
-    "release_lease",
-    "renew_decision",
-    "renew_lease",
-    "renew_leases",
-    "renewals_decision",
-]
-
-_STATE_KEY = "grafos"
-_T = TypeVar("_T")
-
-#: A hot call decided: the scheduler was called (its change written, maybe not yet
-#: durable), and this builds the answer once everything it may reveal is durable.
-Decision = Callable[[], _T]
-
-
-@attrs.define
-class ServiceContext:
-    """What the handlers share: the scheduler, its clock and the metrics."""
-
-    scheduler: Scheduler
-    clock: Clock
-    metrics: SchedulerMetrics
-    durability: DurabilityWaiter
-
-    def now(self) -> Now:
-        return Now.read(self.clock)
-
-    def lease_view(self, lease: Lease, now: Now | None = None) -> LeaseView:
-        """``lease`` with its markers and pending preemption, if ACTIVE.
-
-        Those live in memory in the preemption manager (no store, not the scheduler's
-        lock): the request's one scheduler call is the one that produced ``lease``.
-        """
-        now = self.now() if now is None else now
-        if lease.state is not LeaseState.ACTIVE:
-            return lease_view(lease, now)
-        manager = self.scheduler.manager
-        return lease_view(
-            lease,
-            now,
-            reasons=manager.reasons(lease.lease_id),
-            pending=manager.pending(lease.lease_id),
-        )
-
-    def result(self, outcome: Lease | Ticket) -> AcquireResult:
-        if isinstance(outcome, Lease):
-            return acquire_result(self.lease_view(outcome))
-        return acquire_result(ticket_view(outcome, self.now()))
-
-    async def answer(self, decide: Callable[[], Decision[_T]]) -> _T:
-        """Decide, wait until that is durable (a refusal too: it may reveal a change
-        not yet durable, as an expiry), then build the answer."""
-        try:
-            finish = decide()
-        finally:
-            await self.durability.wait()
-        return finish()
-
-    def answer_soon(
-        self, decide: Callable[[], Decision[_T]], done: Callable[[_T | Exception], None]
-    ) -> None:
-        """:meth:`answer` without a coroutine: ``done`` gets the answer, or the error
-        that refused it, once durable; at once, in this call, when nothing waits."""
-        try:
-            finish = decide()
-        except Exception as exc:
-            finish = _raising(exc)
-
-        def complete(failure: BaseException | None) -> None:
-            try:
-                if failure is not None:
-                    raise failure  # as in answer(): the wait's failure wins
-                answer = finish()
-            except Exception as exc:
-                done(exc)
-                return
-            except BaseException as exc:  # the wait ended some other way: still answer
-                done(RuntimeError(f"the wait for durability ended with {exc!r}"))
-                return
-            done(answer)
-
-        def settled(future: asyncio.Future[None]) -> None:
-            complete(asyncio.CancelledError() if future.cancelled() else future.exception())
-
-        try:
-            future = self.durability.when_durable()
-        except StoreFailed as exc:
-            complete(exc)
-            return
-        if future is None:
-            complete(None)
-        else:
-            future.add_done_callback(settled)
-
-
-def _raising(exc: Exception) -> Decision[Any]:
-    def finish() -> Any:
-        raise exc
-
-    return finish
-
-
-def context_state(context: ServiceContext) -> dict[str, Any]:
-    """The app state that carries ``context`` to the handlers."""
-    return {_STATE_KEY: context}
+__all__ = ["ROUTES"]
 
 
 def _ctx(request: Request[Any, Any, Any]) -> ServiceContext:
-    ctx: ServiceContext = request.app.state[_STATE_KEY]
-    return ctx
+    return context_of(request.app.state)
 
 
 def _principal(request: Request[Any, Any, Any]) -> Principal:
@@ -220,39 +93,6 @@ async def acquire(request: Request[Any, Any, Any]) -> Response[AcquireResult]:
         _ctx(request), _principal(request), parsed_body(request, AcquireRequest)
     )
     return Response(result, status_code=status)
-
-
-async def acquire_lease(
-    ctx: ServiceContext, principal: Principal, body: AcquireRequest
-) -> tuple[int, AcquireResult]:
-    """``POST /v1/leases``: 201 and the lease, or 202 and the ticket that waits."""
-    return await ctx.answer(lambda: acquire_decision(ctx, principal, body))
-
-
-def acquire_decision(
-    ctx: ServiceContext, principal: Principal, body: AcquireRequest
-) -> Decision[tuple[int, AcquireResult]]:
-    """The acquire decided (see :meth:`ServiceContext.answer`)."""
-    # On the event loop: the decision is in memory and one SQLite write under the
-    # scheduler's lock; the fsync is the group's (one thread for every request), and
-    # the answer waits for it. The audit tail logs the decision (one line).
-    try:
-        grace = ctx.scheduler.check_grace(body.grace)
-    except InvalidRequest as exc:
-        raise FieldError("grace", str(exc)) from None
-    try:
-        outcome = ctx.scheduler.acquire(
-            body.job,
-            principal.name,
-            body.priority,
-            body.slots,
-            body.ttl,
-            grace=grace,
-            wait=False,
-        )
-    except JobAlreadyLeased as exc:
-        raise _policy.job_conflict(ctx.scheduler, principal, exc) from None
-    return lambda: ((201 if isinstance(outcome, Lease) else 202), ctx.result(outcome))
 
 
 @get(
@@ -319,43 +159,6 @@ async def renew(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> Renew
     )
 
 
-async def renew_lease(
-    ctx: ServiceContext, principal: Principal, lease_id: str, body: RenewRequest
-) -> RenewResult:
-    """``POST /v1/leases/{lease_id}/renew``."""
-    return await ctx.answer(lambda: renew_decision(ctx, principal, lease_id, body))
-
-
-def renew_decision(
-    ctx: ServiceContext, principal: Principal, lease_id: str, body: RenewRequest
-) -> Decision[RenewResult]:
-    """The renewal decided (see :meth:`ServiceContext.answer`)."""
-    # In memory, on the event loop, with no thread hop. The answer may still reveal
-    # a change that is not durable yet (an expiry, a pending preemption): then it
-    # waits for the group fsync like any other answer.
-    lid = parse_id(lease_id, "lease_id")
-    reasons = _policy.reported_reasons(principal, body.reasons)
-    try:
-        # A batch of one: the answer needs the expiry, not a whole Lease.
-        [renewal] = ctx.scheduler.renew_expiries(
-            [(lid, body.fencing_token, reasons, body.checkpoint_age)],
-            holder=_policy.holder_scope(principal),
-            wait=False,
-        )
-        if isinstance(renewal, SchedulerError):
-            raise renewal
-    except (LeaseExpired, LeaseNotActive, FencingTokenMismatch) as exc:
-        event(
-            "renew_refused",
-            level=logging.WARNING,
-            lease_id=lease_id,
-            principal=principal.name,
-            reason=type(exc).__name__,
-        )
-        raise
-    return lambda: renew_result(renewal, renewal.pending, ctx.now())
-
-
 @post(
     "/v1/renewals",
     opt=body_of(RenewalsRequest),
@@ -368,63 +171,6 @@ def renew_decision(
 )
 async def renew_many(request: Request[Any, Any, Any]) -> RenewalsResult:
     return await renew_leases(_ctx(request), _principal(request), parsed_renewals(request))
-
-
-async def renew_leases(
-    ctx: ServiceContext, principal: Principal, entries: list[RenewalEntry | FieldError]
-) -> RenewalsResult:
-    """``POST /v1/renewals``: one result per entry, in order."""
-    return await ctx.answer(lambda: renewals_decision(ctx, principal, entries))
-
-
-def renewals_decision(
-    ctx: ServiceContext, principal: Principal, entries: list[RenewalEntry | FieldError]
-) -> Decision[RenewalsResult]:
-    """The batch renewal decided (see :meth:`ServiceContext.answer`)."""
-    # Each entry is checked and authorised as a single renew would be; one bad entry
-    # is an error object in its place and never fails the others.
-    results: list[RenewResult | ErrorBody | None] = [None] * len(entries)
-    calls: list[tuple[int, int, list[NonPreemptibleReason], float | None]] = []
-    slots: list[int] = []
-    for i, entry in enumerate(entries):
-        try:
-            if isinstance(entry, FieldError):
-                raise entry
-            reasons = _policy.reported_reasons(principal, entry.reasons)
-            # The parser checked the id against ID_PATTERN: 32 lowercase hex digits.
-            lid = int(entry.lease_id, 16)
-            calls.append((lid, entry.fencing_token, reasons, entry.checkpoint_age))
-            slots.append(i)
-        except FieldError as exc:
-            field = exc.field or ""
-            if not field.startswith("leases["):
-                field = f"leases[{i}].{field}" if field else f"leases[{i}]"
-            results[i] = entry_error(principal, FieldError(field, exc.message))
-    renewed = (
-        ctx.scheduler.renew_expiries(calls, holder=_policy.holder_scope(principal), wait=False)
-        if calls
-        else []
-    )
-
-    def finish() -> RenewalsResult:
-        now = ctx.now()
-        for i, outcome in zip(slots, renewed, strict=True):
-            if isinstance(outcome, Renewed):
-                results[i] = renew_result(outcome, outcome.pending, now)
-            else:
-                results[i] = entry_error(principal, outcome)
-        refused = [r for r in results if isinstance(r, ErrorBody)]
-        if refused:
-            event(
-                "renewals_refused",
-                level=logging.WARNING,
-                principal=principal.name,
-                refused=len(refused),
-                of=len(results),
-            )
-        return RenewalsResult(results=[r for r in results if r is not None])
-
-    return finish
 
 
 @post(
@@ -441,30 +187,6 @@ async def release(request: Request[Any, Any, Any], lease_id: LeaseIdPath) -> Lea
     return await release_lease(
         _ctx(request), _principal(request), lease_id, parsed_body(request, ReleaseRequest)
     )
-
-
-async def release_lease(
-    ctx: ServiceContext, principal: Principal, lease_id: str, body: ReleaseRequest
-) -> LeaseView:
-    """``POST /v1/leases/{lease_id}/release``."""
-    return await ctx.answer(lambda: release_decision(ctx, principal, lease_id, body))
-
-
-def release_decision(
-    ctx: ServiceContext, principal: Principal, lease_id: str, body: ReleaseRequest
-) -> Decision[LeaseView]:
-    """The release decided (see :meth:`ServiceContext.answer`)."""
-    # As acquire: decided on the event loop, answered once durable; the audit tail
-    # logs the release with its work lost (one line per decision).
-    lid = parse_id(lease_id, "lease_id")
-    released = ctx.scheduler.release(
-        lid,
-        holder=_policy.holder_scope(principal),
-        work_lost_records=body.work_lost_records,
-        work_lost_seconds=body.work_lost_seconds,
-        wait=False,
-    )
-    return lambda: ctx.lease_view(released)
 
 
 @get(
