@@ -233,6 +233,34 @@ async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
+def _assert_one_closing_answer(transport: Recorder, status: bytes) -> None:
+    ((got, headers, _),) = _answers(transport.writes)
+    assert got == status
+    assert headers[b"connection"] == b"close"
+
+
+async def _renewal_of_a_grant(app: Any, *, extra: bytes = b"") -> bytes:
+    """A renew request for a lease granted first (job j1), on a connection of its own."""
+    protocol, transport = _connect(app)
+    protocol.data_received(_acquire("j1"))
+    await _until(lambda: bool(transport.writes))
+    lease = _answers(transport.writes)[0][2]["lease"]
+    return _post(
+        f"/v1/leases/{lease['lease_id']}/renew",
+        b'{"fencing_token":%d}' % lease["fencing_token"],
+        extra=extra,
+    )
+
+
+def _raising(message: str) -> Callable[..., Any]:
+    """A stand-in for a method, failing as a bug would."""
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError(message)
+
+    return broken
+
+
 def test_a_hot_call_is_answered_by_the_protocol_with_no_asgi_task(
     hot_app: tuple[Any, SqliteStore],
 ) -> None:
@@ -297,9 +325,7 @@ def test_a_hot_call_asking_to_close_is_answered_then_closed(
         return transport
 
     transport = asyncio.run(run())
-    ((status, headers, _),) = _answers(transport.writes)
-    assert status == b"HTTP/1.1 201 Created"
-    assert headers[b"connection"] == b"close"
+    _assert_one_closing_answer(transport, b"HTTP/1.1 201 Created")
 
 
 @pytest.mark.parametrize(
@@ -376,9 +402,7 @@ def test_a_shutdown_while_a_hot_call_waits_closes_after_its_answer(
 
     closed_early, transport = asyncio.run(run())
     assert not closed_early
-    ((status, headers, _),) = _answers(transport.writes)
-    assert status == b"HTTP/1.1 201 Created"
-    assert headers[b"connection"] == b"close"
+    _assert_one_closing_answer(transport, b"HTTP/1.1 201 Created")
 
 
 def test_a_bug_in_a_hot_call_is_a_logged_500_and_a_closed_connection(
@@ -388,10 +412,7 @@ def test_a_bug_in_a_hot_call_is_a_logged_500_and_a_closed_connection(
 ) -> None:
     app, _ = hot_app
 
-    def broken(*_: Any) -> tuple[int, bytes]:
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr(app.asgi_handler, "render", broken)
+    monkeypatch.setattr(app.asgi_handler, "render", _raising("a bug"))
 
     async def run() -> Recorder:
         protocol, transport = _connect(app)
@@ -422,14 +443,7 @@ def test_a_call_pipelined_behind_an_answer_given_at_once_is_answered_too(
     fsync = HeldFsync(monkeypatch, store)
 
     async def run() -> Recorder:
-        first, first_transport = _connect(app)
-        first.data_received(_acquire("j1"))
-        await _until(lambda: bool(first_transport.writes))
-        lease = _answers(first_transport.writes)[0][2]["lease"]
-        renew = _post(
-            f"/v1/leases/{lease['lease_id']}/renew",
-            b'{"fencing_token":%d}' % lease["fencing_token"],
-        )
+        renew = await _renewal_of_a_grant(app)
         protocol, transport = _connect(app, keep_alive=1)
         fsync.gate.clear()
         protocol.data_received(renew + _acquire("j2"))
@@ -452,15 +466,8 @@ def test_a_call_pipelined_behind_a_closing_answer_is_never_run(
     app, _ = hot_app
 
     async def run() -> Recorder:
-        first, first_transport = _connect(app)
-        first.data_received(_acquire("j1"))
-        await _until(lambda: bool(first_transport.writes))
-        lease = _answers(first_transport.writes)[0][2]["lease"]
-        renew = _post(
-            f"/v1/leases/{lease['lease_id']}/renew",
-            b'{"fencing_token":%d}' % lease["fencing_token"],
-            extra=b"connection: keep-alive\r\n",
-        ).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+        renew = await _renewal_of_a_grant(app, extra=b"connection: keep-alive\r\n")
+        renew = renew.replace(b"HTTP/1.1", b"HTTP/1.0", 1)
         protocol, transport = _connect(app)
         protocol.data_received(renew + _acquire("j2"))
         await _until(lambda: transport.closed)
@@ -468,9 +475,7 @@ def test_a_call_pipelined_behind_a_closing_answer_is_never_run(
         return transport
 
     transport = asyncio.run(run())
-    ((status, headers, _),) = _answers(transport.writes)
-    assert status == b"HTTP/1.1 200 OK"
-    assert headers[b"connection"] == b"close"
+    _assert_one_closing_answer(transport, b"HTTP/1.1 200 OK")
     assert _jobs(app) == ["j1"]
 
 
@@ -491,9 +496,7 @@ def test_a_shutdown_while_a_hot_calls_body_arrives_answers_it_then_closes(
 
     closed_early, transport = asyncio.run(run())
     assert not closed_early
-    ((status, headers, _),) = _answers(transport.writes)
-    assert status == b"HTTP/1.1 201 Created"
-    assert headers[b"connection"] == b"close"
+    _assert_one_closing_answer(transport, b"HTTP/1.1 201 Created")
 
 
 def test_a_failure_after_the_answer_is_written_leaves_the_connection_serving(
@@ -503,10 +506,7 @@ def test_a_failure_after_the_answer_is_written_leaves_the_connection_serving(
 ) -> None:
     app, _ = hot_app
 
-    def broken(*_: Any) -> None:
-        raise RuntimeError("a metrics bug")
-
-    monkeypatch.setattr(app.asgi_handler, "answered", broken)
+    monkeypatch.setattr(app.asgi_handler, "answered", _raising("a metrics bug"))
 
     async def run() -> Recorder:
         protocol, transport = _connect(app)
