@@ -22,6 +22,7 @@ from grafos_scheduler import (
     StoreConflict,
     StoreError,
 )
+from support.internals import book_of
 from support.postgres import PostgresCluster
 from support.scheduling import as_lease
 
@@ -171,5 +172,54 @@ def test_a_store_ahead_of_memory_makes_the_leader_resign_and_restore(
         assert [lease.job for lease in second.scheduler.leases()] == ["two"]
         as_lease(second.scheduler.acquire("one", "w", 0, 1, 30.0))
         other.close()  # the view of an epoch that has ended
+    finally:
+        a.close()
+
+
+def test_a_fencing_token_not_above_the_stored_one_is_refused_by_the_shared_store(
+    postgres_url: str,
+) -> None:
+    views: list[SchedulerStore] = []
+
+    def make(store: SchedulerStore) -> Scheduler:
+        views.append(store)
+        return Scheduler(4, store, max_defer=30.0, leader_change=True)
+
+    a = Replica(PostgresStore(postgres_url), make, advertise_url="http://a", leader_ttl=30.0)
+    a.start()
+    try:
+        status = a.wait_for_role(ReplicaRole.LEADER, 20)
+        scheduler = status.scheduler
+        assert scheduler is not None
+        first = as_lease(scheduler.acquire("a", "w", 0, 1, 30.0))
+        scheduler.release(first.lease_id)
+        clock = scheduler.clock
+        # A grant computed from a stale counter (0): it would mint token 1 again.
+        change, _row = book_of(scheduler).grant(
+            lease_id=12345,
+            job="a",
+            holder="w",
+            priority=0,
+            slots=1,
+            ttl=30.0,
+            ticket_id=None,
+            last_token=0,
+            now=clock.monotonic(),
+            wall=clock.wall(),
+        )
+        with pytest.raises(StoreConflict, match="fencing token 1 for job 'a' is not above"):
+            views[0].commit(change)
+        assert views[0].get_lease(12345) is None
+        assert views[0].fencing_token("a") == 1
+        # A refused change means the store is not what memory thought: the leader
+        # steps down and takes over again from the database.
+        give_up = time.monotonic() + 10
+        second = a.status()
+        while second.role is not ReplicaRole.LEADER or second.epoch == status.epoch:
+            assert time.monotonic() < give_up, f"no new epoch after the refusal: {second}"
+            time.sleep(0.02)
+            second = a.status()
+        assert second.scheduler is not None
+        assert as_lease(second.scheduler.acquire("a", "w", 0, 1, 30.0)).fencing_token == 2
     finally:
         a.close()

@@ -45,8 +45,11 @@ class _DictTransaction:
     def fencing_token(self, job: str) -> int:
         return self.tokens.get(job, 0)
 
-    def set_fencing_token(self, job: str, token: int) -> None:
+    def set_fencing_token(self, job: str, token: int) -> bool:
+        if token <= self.tokens.get(job, 0):
+            return False
         self.tokens[job] = token
+        return True
 
     def insert_lease(self, row: LeaseRow) -> None:
         assert row.lease_id not in self.leases
@@ -98,9 +101,6 @@ class DictStore:
 
     def fencing_token(self, job: str) -> int:
         return self.tokens.get(job, 0)
-
-    def id_in_use(self, value: int) -> bool:
-        return value in self.leases or value in self.tickets_by_id
 
     def active_leases(self) -> list[LeaseRow]:
         rows = [r for r in self.leases.values() if r.state is LeaseState.ACTIVE]

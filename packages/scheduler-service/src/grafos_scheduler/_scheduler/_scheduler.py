@@ -569,12 +569,6 @@ class Scheduler:
     def _now(self) -> tuple[float, float]:
         return self._clock.monotonic(), self._clock.wall()
 
-    def _fresh_id(self) -> int:
-        while True:
-            value = new_id()
-            if not self._store.id_in_use(value):
-                return value
-
     def _ended_error(self, row: LeaseRow) -> SchedulerError:
         if row.state is LeaseState.EXPIRED:
             return LeaseExpired(row.lease_id, self._read.lease(row).expires_at)
@@ -630,7 +624,7 @@ class Scheduler:
     ) -> Lease:
         now, wall = self._now()
         change, row = self._book.grant(
-            lease_id=self._fresh_id(),
+            lease_id=new_id(),
             job=job,
             holder=holder,
             priority=priority,
@@ -834,7 +828,7 @@ class Scheduler:
                 return self._grant_locked(job, holder, priority, slots, ttl, None, grace)
             now, wall = self._now()
             change, ticket = book.queue(
-                ticket_id=self._fresh_id(),
+                ticket_id=new_id(),
                 job=job,
                 holder=holder,
                 priority=priority,

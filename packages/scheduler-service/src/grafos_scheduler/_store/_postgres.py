@@ -178,10 +178,6 @@ _INSERT_AUDIT = (
 )
 _SELECT_HEAD = "SELECT seq, hash FROM grafos_audit ORDER BY seq DESC LIMIT 1"
 _SELECT_COUNTER = "SELECT last_token FROM grafos_fencing_tokens WHERE job = %s"
-_ID_IN_USE = (
-    "SELECT 1 FROM grafos_leases WHERE lease_id = %(k)s OR ticket_id = %(k)s "
-    "UNION ALL SELECT 1 FROM grafos_tickets WHERE ticket_id = %(k)s LIMIT 1"
-)
 _COUNT_BY_STATE = "SELECT state, COUNT(*) FROM grafos_leases GROUP BY state"
 _SELECT_CURSOR = "SELECT granted_wall, lease_id FROM grafos_leases WHERE lease_id = %s"
 # The leader's check, inside each of its write transactions. FOR SHARE makes a
@@ -400,12 +396,15 @@ class _PostgresTransaction:
         row = self._c().execute(_SELECT_COUNTER + " FOR UPDATE", (job,)).fetchone()
         return 0 if row is None else int(row[0])
 
-    def set_fencing_token(self, job: str, token: int) -> None:
-        self._c().execute(
+    def set_fencing_token(self, job: str, token: int) -> bool:
+        # Only forward: a lower or equal token changes no row (see write_change).
+        cur = self._c().execute(
             "INSERT INTO grafos_fencing_tokens (job, last_token) VALUES (%(job)s, %(token)s) "
-            "ON CONFLICT (job) DO UPDATE SET last_token = %(token)s",
+            "ON CONFLICT (job) DO UPDATE SET last_token = EXCLUDED.last_token "
+            "WHERE grafos_fencing_tokens.last_token < EXCLUDED.last_token",
             {"job": job, "token": token},
         )
+        return cur.rowcount == 1
 
     def insert_lease(self, row: LeaseRow) -> None:
         self._c().execute(_INSERT_LEASE, _lease_params(row))
@@ -734,10 +733,6 @@ class PostgresStore:
         """The job's last minted fencing token, 0 if it never had one."""
         rows = self._query(_SELECT_COUNTER, (job,))
         return 0 if not rows else int(rows[0][0])
-
-    def id_in_use(self, value: int) -> bool:
-        """True if ``value`` was ever a lease id or a ticket id."""
-        return bool(self._query(_ID_IN_USE, {"k": id_hex(value)}))
 
     def active_leases(self) -> list[LeaseRow]:
         """Every ACTIVE lease, oldest grant first."""

@@ -49,8 +49,9 @@ class StoreTransaction(Protocol):
         """The job's stored fencing token counter (the last token minted), 0 if none."""
         ...
 
-    def set_fencing_token(self, job: str, token: int) -> None:
-        """Store ``token`` as the job's counter (:func:`write_change` checked it is higher)."""
+    def set_fencing_token(self, job: str, token: int) -> bool:
+        """Store ``token`` as the job's counter if it is above the stored one, in one
+        statement; False, writing nothing, if it is not (tokens never go backward)."""
         ...
 
     def insert_lease(self, row: LeaseRow) -> None:
@@ -78,10 +79,13 @@ class StoreTransaction(Protocol):
 def write_change(txn: StoreTransaction, change: Change) -> None:
     """Write ``change`` through ``txn``: the commit logic every store shares.
 
-    Refuses with :class:`StoreConflict`, before writing anything, when the stored
-    audit head is not :attr:`Change.expected_head` or a fencing token is not above
-    the job's stored counter: another writer got there first, and this change was
-    computed from a state that is gone. Tokens therefore never go backward.
+    Refuses with :class:`StoreConflict` when the stored audit head is not
+    :attr:`Change.expected_head` or a fencing token is not above the job's stored
+    counter: another writer got there first, and this change was computed from a
+    state that is gone. Tokens therefore never go backward. The head is checked before
+    anything is written; each token is checked by the write that sets it (one
+    statement, not a read and a write), so a refusal can follow a token already set,
+    and the store's transaction, which the refusal rolls back, undoes it.
     """
     expected = change.expected_head
     if expected is not None:
@@ -92,13 +96,11 @@ def write_change(txn: StoreTransaction, change: Change) -> None:
                 "another writer changed the store"
             )
     for job, token in change.fencing_tokens:
-        stored = txn.fencing_token(job)
-        if token <= stored:
+        if not txn.set_fencing_token(job, token):
             raise StoreConflict(
-                f"fencing token {token} for job {job!r} is not above the stored {stored}"
+                f"fencing token {token} for job {job!r} is not above the stored "
+                f"{txn.fencing_token(job)}"
             )
-    for job, token in change.fencing_tokens:
-        txn.set_fencing_token(job, token)
     for ticket_id in change.deleted_tickets:
         txn.delete_ticket(ticket_id)
     for row in change.inserted_leases:
@@ -153,10 +155,6 @@ class SchedulerStore(Protocol):
 
     def fencing_token(self, job: str) -> int:
         """The job's last minted fencing token, 0 if it never had one."""
-        ...
-
-    def id_in_use(self, value: int) -> bool:
-        """True if ``value`` was ever a lease id or a ticket id."""
         ...
 
     def active_leases(self) -> list[LeaseRow]:

@@ -154,9 +154,12 @@ _SELECT_AUDIT = _sql("SELECT {audit} FROM audit WHERE seq > ? ORDER BY seq LIMIT
 _COUNT_BY_STATE = "SELECT state, COUNT(*) FROM leases GROUP BY state"
 _SELECT_HEAD = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
 _SELECT_COUNTER = "SELECT last_token FROM fencing_tokens WHERE job = ?"
-_ID_IN_USE = (
-    "SELECT 1 FROM leases WHERE lease_id = ?1 OR ticket_id = ?1 "
-    "UNION ALL SELECT 1 FROM tickets WHERE ticket_id = ?1 LIMIT 1"
+# The counter moves only forward: the WHERE leaves a lower or equal token unwritten
+# (no row changes), so the check and the write are one statement.
+_ADVANCE_COUNTER = (
+    "INSERT INTO fencing_tokens (job, last_token) VALUES (?1, ?2) "
+    "ON CONFLICT (job) DO UPDATE SET last_token = excluded.last_token "
+    "WHERE excluded.last_token > fencing_tokens.last_token"
 )
 _SELECT_CURSOR = "SELECT granted_wall, lease_id FROM leases WHERE lease_id = ?"
 
@@ -387,12 +390,9 @@ class _SqliteTransaction:
         row = self._c().execute(_SELECT_COUNTER, (job,)).fetchone()
         return 0 if row is None else int(row[0])
 
-    def set_fencing_token(self, job: str, token: int) -> None:
-        self._c().execute(
-            "INSERT INTO fencing_tokens (job, last_token) VALUES (?1, ?2) "
-            "ON CONFLICT (job) DO UPDATE SET last_token = ?2",
-            (job, token),
-        )
+    def set_fencing_token(self, job: str, token: int) -> bool:
+        cur = self._c().execute(_ADVANCE_COUNTER, (job, token))
+        return cur.rowcount == 1
 
     def insert_lease(self, row: LeaseRow) -> None:
         self._c().execute(
@@ -885,10 +885,6 @@ class SqliteStore:
         """The job's last minted fencing token, 0 if it never had one."""
         rows = self._query(_SELECT_COUNTER, (job,))
         return 0 if not rows else int(rows[0][0])
-
-    def id_in_use(self, value: int) -> bool:
-        """True if ``value`` was ever a lease id or a ticket id."""
-        return bool(self._query(_ID_IN_USE, (id_hex(value),)))
 
     def active_leases(self) -> list[LeaseRow]:
         """Every ACTIVE lease, oldest grant first."""
