@@ -174,6 +174,34 @@ def test_a_store_with_no_chain_code_keeps_a_chain_that_verifies() -> None:
     assert store.audit[-1].kind == "restart"
 
 
+class _OldTransaction(_DictTransaction):
+    """A transaction written before the token's write became its check: it returns None."""
+
+    def set_fencing_token(self, job: str, token: int) -> bool:
+        super().set_fencing_token(job, token)
+        return None  # type: ignore[return-value]
+
+
+def test_a_transaction_whose_token_write_answers_nothing_is_named() -> None:
+    store = DictStore()
+    with Scheduler(2, store, clock=ManualClock(), autostart=False) as scheduler:
+        change, _row = book_of(scheduler).grant(
+            lease_id=7,
+            job="a",
+            holder="w",
+            priority=0,
+            slots=1,
+            ttl=10.0,
+            ticket_id=None,
+            last_token=0,
+            now=0.0,
+            wall=0.0,
+        )
+        with pytest.raises(TypeError, match=r"_OldTransaction.set_fencing_token returned None"):
+            write_change(_OldTransaction(store), change)
+        assert store.tokens == {}
+
+
 def test_a_change_on_a_stale_head_is_refused_and_writes_nothing(db_path: Path) -> None:
     clock = ManualClock()
     with Scheduler(2, SqliteStore(db_path), clock=clock, autostart=False) as scheduler:

@@ -96,7 +96,14 @@ def write_change(txn: StoreTransaction, change: Change) -> None:
                 "another writer changed the store"
             )
     for job, token in change.fencing_tokens:
-        if not txn.set_fencing_token(job, token):
+        written: object = txn.set_fencing_token(job, token)
+        if written is not True:
+            if written is not False:
+                # A transaction written before the write became the check returns None.
+                raise TypeError(
+                    f"{type(txn).__name__}.set_fencing_token returned {written!r}; it must "
+                    "return True (written) or False (not above the stored counter)"
+                )
             raise StoreConflict(
                 f"fencing token {token} for job {job!r} is not above the stored "
                 f"{txn.fencing_token(job)}"
