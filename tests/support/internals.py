@@ -68,7 +68,6 @@ from grafos_scheduler._wire import _models as wire_models
 # beyond the bodies that the HTTP routes happen to send it.
 from grafos_scheduler._wire._models import (
     AcquireRequest,
-    FieldError,
     HoldRequest,
     PreemptRequest,
     ReasonName,
@@ -76,10 +75,8 @@ from grafos_scheduler._wire._models import (
     RenewalEntry,
     RenewalsRequest,
     RenewRequest,
-    parse_body,
-    parse_id,
-    parse_renewals,
 )
+from grafos_scheduler._wire._parsing import FieldError, parse_body, parse_id, parse_renewals
 
 
 def store_of(scheduler: Scheduler) -> Any:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from grafos_scheduler._wire._models import (
+from grafos_scheduler._wire._parsing import (
     _parse_acquire_fast,
     _parse_body_strict,
     _parse_renew_fast,

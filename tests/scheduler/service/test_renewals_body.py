@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grafos_scheduler._wire._models import (
+from grafos_scheduler._wire._models import RenewalEntry
+from grafos_scheduler._wire._parsing import (
     FieldError,
-    RenewalEntry,
     _parse_renewals_fast,
     _parse_renewals_strict,
     parse_renewals,

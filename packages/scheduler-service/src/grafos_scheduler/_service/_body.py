@@ -14,14 +14,8 @@ from typing import Any, TypeVar
 
 from litestar import Request
 
-from .._wire._models import (
-    FieldError,
-    RenewalEntry,
-    RenewalsRequest,
-    escape,
-    parse_body,
-    parse_renewals,
-)
+from .._wire._models import RenewalEntry, RenewalsRequest
+from .._wire._parsing import FieldError, escape, parse_body, parse_renewals
 from . import _policy
 
 __all__ = [

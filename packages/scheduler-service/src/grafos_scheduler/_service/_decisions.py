@@ -26,15 +26,14 @@ from .._wire._models import (
     AcquireRequest,
     AcquireResult,
     ErrorBody,
-    FieldError,
     LeaseView,
     ReleaseRequest,
     RenewalEntry,
     RenewalsResult,
     RenewRequest,
     RenewResult,
-    parse_id,
 )
+from .._wire._parsing import FieldError, parse_id
 from . import _policy
 from ._auth import Principal
 from ._context import Decision, ServiceContext

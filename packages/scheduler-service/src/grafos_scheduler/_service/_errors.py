@@ -32,7 +32,8 @@ from .._domain._errors import (
     UnknownLease,
     UnknownTicket,
 )
-from .._wire._models import ErrorBody, FieldError, escape, format_id
+from .._wire._models import ErrorBody, format_id
+from .._wire._parsing import FieldError, escape
 from ._auth import Principal
 from ._body import UnsupportedMediaType
 from ._events import event, logger

@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from .._domain._errors import JobAlreadyLeased, SchedulerError
 from .._domain._preemption import NonPreemptibleReason
 from .._scheduler._scheduler import Scheduler
-from .._wire._models import FieldError, ReasonName
+from .._wire._models import ReasonName
+from .._wire._parsing import FieldError
 from ._auth import Principal
 
 __all__ = [

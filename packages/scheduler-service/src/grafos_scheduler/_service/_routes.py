@@ -28,7 +28,6 @@ from .._wire._models import (
     AuditHeadView,
     AuditPage,
     AuditVerificationView,
-    FieldError,
     Health,
     HoldRequest,
     LeaseList,
@@ -44,8 +43,8 @@ from .._wire._models import (
     TicketList,
     TicketView,
     format_id,
-    parse_id,
 )
+from .._wire._parsing import FieldError, parse_id
 from . import _policy
 from ._auth import Principal
 from ._body import body_of, parsed_body, parsed_renewals

@@ -20,7 +20,8 @@ from litestar.params import QueryParameter
 from .._domain._clock import Clock
 from .._domain._errors import InvalidRequest
 from .._domain._lease_events import LeaseEvent, LeaseEventKind, LeaseEventLog
-from .._wire._models import FieldError, WatchAnswer, WatchEvent, format_id
+from .._wire._models import WatchAnswer, WatchEvent, format_id
+from .._wire._parsing import FieldError
 from . import _policy
 from ._auth import Principal
 from ._errors import error_responses
