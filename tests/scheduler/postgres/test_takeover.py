@@ -209,8 +209,18 @@ def test_a_fencing_token_not_above_the_stored_one_is_refused_by_the_shared_store
         )
         with pytest.raises(StoreConflict, match="fencing token 1 for job 'a' is not above"):
             views[0].commit(change)
-        assert views[0].get_lease(12345) is None
-        assert views[0].fencing_token("a") == 1
+        # Read beside the replica: its view closes when it steps down (below).
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            leases = conn.execute(
+                "SELECT count(*) FROM grafos_leases WHERE lease_id = %s", (f"{12345:032x}",)
+            ).fetchone()
+            counter = conn.execute(
+                "SELECT last_token FROM grafos_fencing_tokens WHERE job = 'a'"
+            ).fetchone()
+        assert leases is not None
+        assert leases[0] == 0
+        assert counter is not None
+        assert counter[0] == 1
         # A refused change means the store is not what memory thought: the leader
         # steps down and takes over again from the database.
         give_up = time.monotonic() + 10
