@@ -89,6 +89,25 @@ def book_of(scheduler: Scheduler) -> Any:
     return scheduler._book
 
 
+def stale_grant(scheduler: Scheduler, job: str, lease_id: int) -> Any:
+    """A grant of ``job`` decided from a stale counter (0), as its Change: it would
+    mint token 1 again, so a store must refuse it once the job has had a token."""
+    clock = scheduler.clock
+    change, _row = book_of(scheduler).grant(
+        lease_id=lease_id,
+        job=job,
+        holder="w",
+        priority=0,
+        slots=1,
+        ttl=10.0,
+        ticket_id=None,
+        last_token=0,
+        now=clock.monotonic(),
+        wall=clock.wall(),
+    )
+    return change
+
+
 def listening_socket(server: Any) -> Any:
     """The socket a BackgroundServer bound and hands to uvicorn (its TCP options)."""
     return server._socket
@@ -176,6 +195,7 @@ __all__ = [
     "request_schema",
     "resolve_serve_config",
     "run_demo",
+    "stale_grant",
     "store_of",
     "verify_records",
     "wal_sync_of",

@@ -22,7 +22,7 @@ from grafos_scheduler import (
     StoreConflict,
     StoreError,
 )
-from support.internals import book_of
+from support.internals import stale_grant
 from support.postgres import PostgresCluster
 from support.scheduling import as_lease
 
@@ -37,6 +37,19 @@ def _replica(url: str, name: str, ttl: float = 1.0) -> Replica:
     return Replica(
         PostgresStore(url), make, advertise_url=f"http://{name}", leader_ttl=ttl, owner=name
     )
+
+
+def _leader_with_views(url: str) -> tuple[Replica, list[SchedulerStore]]:
+    """A started replica with a long leader TTL, and the store view of each of its
+    epochs (the view a scheduler writes through), in order."""
+    views: list[SchedulerStore] = []
+
+    def make(store: SchedulerStore) -> Scheduler:
+        views.append(store)
+        return Scheduler(4, store, max_defer=30.0, leader_change=True)
+
+    replica = Replica(PostgresStore(url), make, advertise_url="http://a", leader_ttl=30.0)
+    return replica.start(), views
 
 
 @pytest.fixture
@@ -148,14 +161,7 @@ def test_a_commit_whose_answer_is_lost_makes_the_leader_resign_and_restore(
 def test_a_store_ahead_of_memory_makes_the_leader_resign_and_restore(
     postgres_url: str,
 ) -> None:
-    views: list[SchedulerStore] = []
-
-    def make(store: SchedulerStore) -> Scheduler:
-        views.append(store)
-        return Scheduler(4, store, max_defer=30.0, leader_change=True)
-
-    a = Replica(PostgresStore(postgres_url), make, advertise_url="http://a", leader_ttl=30.0)
-    a.start()
+    a, views = _leader_with_views(postgres_url)
     try:
         first = a.wait_for_role(ReplicaRole.LEADER, 20)
         assert first.scheduler is not None
@@ -179,34 +185,14 @@ def test_a_store_ahead_of_memory_makes_the_leader_resign_and_restore(
 def test_a_fencing_token_not_above_the_stored_one_is_refused_by_the_shared_store(
     postgres_url: str,
 ) -> None:
-    views: list[SchedulerStore] = []
-
-    def make(store: SchedulerStore) -> Scheduler:
-        views.append(store)
-        return Scheduler(4, store, max_defer=30.0, leader_change=True)
-
-    a = Replica(PostgresStore(postgres_url), make, advertise_url="http://a", leader_ttl=30.0)
-    a.start()
+    a, views = _leader_with_views(postgres_url)
     try:
         status = a.wait_for_role(ReplicaRole.LEADER, 20)
         scheduler = status.scheduler
         assert scheduler is not None
         first = as_lease(scheduler.acquire("a", "w", 0, 1, 30.0))
         scheduler.release(first.lease_id)
-        clock = scheduler.clock
-        # A grant computed from a stale counter (0): it would mint token 1 again.
-        change, _row = book_of(scheduler).grant(
-            lease_id=12345,
-            job="a",
-            holder="w",
-            priority=0,
-            slots=1,
-            ttl=30.0,
-            ticket_id=None,
-            last_token=0,
-            now=clock.monotonic(),
-            wall=clock.wall(),
-        )
+        change = stale_grant(scheduler, "a", lease_id=12345)
         with pytest.raises(StoreConflict, match="fencing token 1 for job 'a' is not above"):
             views[0].commit(change)
         # Read beside the replica: its view closes when it steps down (below).

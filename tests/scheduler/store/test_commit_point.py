@@ -26,7 +26,7 @@ from grafos_scheduler import (
     WorkLost,
     write_change,
 )
-from support.internals import GENESIS_HASH, active_row, book_of, store_of
+from support.internals import GENESIS_HASH, active_row, book_of, stale_grant, store_of
 from support.scheduling import as_lease
 
 
@@ -185,18 +185,7 @@ class _OldTransaction(_DictTransaction):
 def test_a_transaction_whose_token_write_answers_nothing_is_named() -> None:
     store = DictStore()
     with Scheduler(2, store, clock=ManualClock(), autostart=False) as scheduler:
-        change, _row = book_of(scheduler).grant(
-            lease_id=7,
-            job="a",
-            holder="w",
-            priority=0,
-            slots=1,
-            ttl=10.0,
-            ticket_id=None,
-            last_token=0,
-            now=0.0,
-            wall=0.0,
-        )
+        change = stale_grant(scheduler, "a", lease_id=7)
         with pytest.raises(TypeError, match=r"_OldTransaction.set_fencing_token returned None"):
             write_change(_OldTransaction(store), change)
         assert store.tokens == {}
@@ -247,19 +236,7 @@ def test_a_fencing_token_not_above_the_stored_one_is_refused(db_path: Path) -> N
         first = as_lease(scheduler.acquire("a", "w", 0, 1, 10.0))
         scheduler.release(first.lease_id)
         store: Any = store_of(scheduler)
-        # A grant computed from a stale counter (0): it would mint token 1 again.
-        change, _row = book_of(scheduler).grant(
-            lease_id=12345,
-            job="a",
-            holder="w",
-            priority=0,
-            slots=1,
-            ttl=10.0,
-            ticket_id=None,
-            last_token=0,
-            now=clock.monotonic(),
-            wall=clock.wall(),
-        )
+        change = stale_grant(scheduler, "a", lease_id=12345)
         with pytest.raises(StoreConflict, match="fencing token 1 for job 'a' is not above"):
             store.commit(change)
         assert store.get_lease(12345) is None
